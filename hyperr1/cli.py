@@ -1,0 +1,155 @@
+"""``hyperr1 <command>``: the command-line entry points.
+
+Each command is one config dataclass; its fields become ``--flags`` (underscores as dashes),
+a ``--config FILE.toml`` (or ``.json``) supplies defaults, and flags given on the command line
+win over the file. Unknown keys in a config file are errors.
+
+    hyperr1 embed --data mammals --manifold poincare --dim 5 --epochs 300 --seed 0 --out runs/emb
+    hyperr1 tasks --data mammals --out runs/tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+
+def _field_type(f: dataclasses.Field, owner: type):
+    hint = typing.get_type_hints(owner)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = args[0] if len(args) == 1 else str
+    return hint, optional
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field, all defaulting to None (= "not given")."""
+    parser.add_argument("--config", type=Path, help="TOML or JSON file with defaults for these flags")
+    for f in dataclasses.fields(cls):
+        hint, optional = _field_type(f, cls)
+        conv = _parse_bool if hint is bool else hint if hint in (int, float, str) else str
+        if optional:
+            base = conv
+
+            def conv(text, base=base):
+                return None if text.lower() == "none" else base(text)
+
+        doc = _field_docs(cls).get(f.name, "")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
+                            help=f"{doc} (default: {f.default!r})")
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The one-line ``# comment`` after each field in the class source."""
+    import inspect
+
+    docs = {}
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return docs
+    for line in src.splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and not line.startswith(("#", "def", '"')):
+            name = line.split(":", 1)[0].strip()
+            docs[name] = line.split("#", 1)[1].strip()
+    return docs
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.exists():
+        raise SystemExit(f"error: config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        import tomllib
+
+        return tomllib.loads(text)
+    except Exception as err:
+        raise SystemExit(f"error: cannot parse config file {path}: {err}") from err
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """Defaults ← config file ← command-line flags, then the dataclass's own validation."""
+    values = {}
+    if getattr(args, "config", None) is not None:
+        values = _read_config_file(args.config)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise SystemExit(f"error: unknown keys {unknown} in {args.config}; known: {sorted(known)}")
+    for f in dataclasses.fields(cls):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+    cfg = cls(**values)
+    if hasattr(cfg, "validate"):
+        try:
+            cfg.validate()
+        except ValueError as err:
+            raise SystemExit(f"error: invalid {cls.__name__}: {err}") from err
+    return cfg
+
+
+def _cmd_embed(args):
+    from hyperr1.embeddings import EmbedConfig, run_embed
+
+    cfg = config_from_args(EmbedConfig, args)
+    result = run_embed(cfg, progress=not args.quiet)
+    print(json.dumps(result["metrics"], indent=2))
+
+
+def _cmd_tasks(args):
+    from hyperr1.splits import TasksConfig, run_tasks
+
+    cfg = config_from_args(TasksConfig, args)
+    result = run_tasks(cfg)
+    print(result["summary"])
+
+
+COMMANDS = {
+    "embed": ("Train Poincaré / Euclidean embeddings of a hierarchy (Nickel & Kiela 2017).", "EmbedConfig",
+              "hyperr1.embeddings", _cmd_embed),
+    "tasks": ("Build the reasoning-task splits of a hierarchy, with the contamination audit.", "TasksConfig",
+              "hyperr1.splits", _cmd_tasks),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="hyperr1", description="Hyperbolic representations for R1-style reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, cls_name, module, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_config_arguments(p, getattr(importlib.import_module(module), cls_name))
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Pure Poincaré-ball functions on top of geoopt.
+
+Everything here is a function of tensors with keyword-only curvature ``c > 0`` (the ball
+``{x : c‖x‖² < 1}``, sectional curvature ``-c``). geoopt supplies the Möbius operations, the
+exponential and logarithmic maps and the projection; this module adds what geoopt lacks:
+
+* :func:`pairwise_dist` -- all-pairs distances through **one** matrix product, with a fused
+  autograd kernel (geoopt's ``dist`` broadcasts an ``N×M×d`` tensor of Möbius sums instead);
+* :func:`distance_logits` -- the affine map ``α·d(x, p) + b`` used by the distance head, fused
+  with the distance so that no extra ``N×M`` intermediate is kept for the backward pass;
+* :func:`clip_features` -- feature clipping of Guo et al. (2022);
+* :func:`mlr_logits` -- hyperbolic multinomial logistic regression of Ganea et al. (2018),
+  computed pairwise from inner products;
+* :func:`gromov_delta` / :func:`delta_hyperbolicity` -- Gromov δ by the four-point condition,
+  reported relative to the diameter as in Khrulkov et al. (2020).
+
+References
+----------
+Nickel & Kiela 2017, "Poincaré Embeddings for Learning Hierarchical Representations".
+Ganea, Bécigneul & Hofmann 2018, "Hyperbolic Neural Networks".
+Khrulkov et al. 2020, "Hyperbolic Image Embeddings".
+Guo et al. 2022, "Clipped Hyperbolic Classifiers Are Super-Hyperbolic Classifiers".
+"""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import networkx as nx
+import torch
+
+__all__ = [
+    "PoincareBall",
+    "ball",
+    "clip_features",
+    "expmap0",
+    "logmap0",
+    "project",
+    "pairwise_dist",
+    "distance_logits",
+    "dist",
+    "mlr_logits",
+    "gromov_delta",
+    "delta_hyperbolicity",
+]
+
+
+def _as_c(c: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    c = torch.as_tensor(c, dtype=like.dtype, device=like.device)
+    if not bool((c > 0).all()):
+        raise ValueError(f"curvature parameter c must be > 0, got {c.tolist()}")
+    return c
+
+
+class PoincareBall(geoopt.PoincareBall):
+    """geoopt's ball with a configurable boundary margin for ``projx`` and the retraction.
+
+    geoopt keeps points within (1 − ε)/√c with ε = 1e-5 in float64 (4e-3 in float32). For an
+    embedding that margin caps the distance from the origin at log((2 − ε)/ε) ≈ 12.2 and piles
+    the leaves of a deep hierarchy onto one sphere; with the closed-form distances of this module
+    (exact near the boundary, see :func:`dist`) float64 supports ε down to about 1e-12, i.e.
+    distances up to ≈ 28 from the origin. ``boundary_eps=None`` keeps geoopt's default.
+    """
+
+    def __init__(self, c: float = 1.0, learnable: bool = False, *, boundary_eps: float | None = None):
+        super().__init__(c=c, learnable=learnable)
+        if boundary_eps is not None and not 0 < boundary_eps < 1:
+            raise ValueError(f"boundary_eps must be in (0, 1), got {boundary_eps}")
+        self.boundary_eps = boundary_eps
+
+    def projx(self, x: torch.Tensor, *, dim=-1) -> torch.Tensor:
+        eps = -1.0 if self.boundary_eps is None else self.boundary_eps  # -1: geoopt's default
+        return geoopt.manifolds.stereographic.math.project(x, k=self.k, dim=dim, eps=eps)
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor, *, dim=-1) -> torch.Tensor:
+        """First-order retraction x + u, projected (Nickel & Kiela 2017, eq. 5)."""
+        return self.projx(x + u, dim=dim)
+
+
+def ball(c: float = 1.0, *, learnable: bool = False, boundary_eps: float | None = None) -> PoincareBall:
+    """A Poincaré ball of curvature ``-c`` (``c > 0``); see :class:`PoincareBall`."""
+    if not c > 0:
+        raise ValueError(f"curvature parameter c must be > 0, got {c}")
+    return PoincareBall(c=c, learnable=learnable, boundary_eps=boundary_eps)
+
+
+def expmap0(v: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    """exp₀(v) = tanh(√c‖v‖) v / (√c‖v‖), projected into the ball (geoopt)."""
+    return geoopt.manifolds.stereographic.math.expmap0(v, k=-_as_c(c, v))
+
+
+def logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    """log₀(x) = artanh(√c‖x‖) x / (√c‖x‖) (geoopt)."""
+    return geoopt.manifolds.stereographic.math.logmap0(x, k=-_as_c(c, x))
+
+
+def project(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    """Project onto the ball of radius (1 − ε)/√c with geoopt's dtype-dependent ε."""
+    return geoopt.manifolds.stereographic.math.project(x, k=-_as_c(c, x))
+
+
+def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
+    """Paired (broadcast) distance d_c(x, y) over the last dimension, by the closed form
+
+        d_c(x, y) = (1/√c) · arcosh(1 + 2c‖x − y‖² / ((1 − c‖x‖²)(1 − c‖y‖²))).
+
+    geoopt's ``dist`` goes through ‖(−x) ⊕ y‖ and an artanh clamped at 1 − 1e-7, which saturates
+    at 2·artanh(1 − 1e-7)/√c ≈ 16.8/√c; the closed form stays exact near the boundary and is
+    cheaper (no Möbius sum). Used for the sampled pairs of :mod:`hyperr1.embeddings`.
+    """
+    c = _as_c(c, x)
+    floor = torch.finfo(x.dtype).eps
+    sq = (x - y).pow(2).sum(-1)
+    # guard: conformal factors of points outside the ball (invalid input) stay positive
+    den = (1 - c * x.pow(2).sum(-1)).clamp_min(floor) * (1 - c * y.pow(2).sum(-1)).clamp_min(floor)
+    w = c * sq / den  # acosh(1 + 2w)/√c is the distance
+    # guard: ∂ acosh(1 + 2w)/∂w = 1/√(w + w²) is infinite at w = 0 (x = y); a floor at ε keeps
+    # gradients finite there (zero through the clamp) and moves no distance above √ε.
+    w = w.clamp_min(floor)
+    return torch.log1p(2 * (w + torch.sqrt(w + w * w))) / c.sqrt()
+
+
+def clip_features(x: torch.Tensor, r: float | None) -> torch.Tensor:
+    """Feature clipping x · min(1, r/‖x‖) (Guo et al. 2022, eq. 7); ``r=None`` is the identity.
+
+    Applied to Euclidean features before ``expmap0`` it keeps points away from the boundary, where
+    the hyperbolic gradient vanishes, and makes huge inputs harmless.
+    """
+    if r is None:
+        return x
+    if not r > 0:
+        raise ValueError(f"clip radius r must be > 0 or None, got {r}")
+    # guard: ‖x‖ = 0 would divide by zero; such rows need no clipping anyway
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return x * (r / norm).clamp_max(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# all-pairs distances through one matrix product
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_factors(
+    x: torch.Tensor, y: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors A (N×(d+2)), B (M×(d+2)) with (A Bᵀ)_ij = w_ij = c‖x_i − y_j‖² / ((1−c‖x_i‖²)(1−c‖y_j‖²)).
+
+    ‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x, y⟩, so appending the squared norm and a column of ones turns
+    the numerator into one matrix product, and the conformal factors scale rows of each side.
+    """
+    x2 = x.pow(2).sum(-1, keepdim=True)  # (N, 1)
+    y2 = y.pow(2).sum(-1, keepdim=True)  # (M, 1)
+    # guard: points from outside the ball (or exactly on its boundary) would flip the sign of
+    # the conformal factor; geoopt's projx keeps ‖x‖ ≤ (1 − 4e-3)/√c in float32, so the floor
+    # only acts on invalid input, where it yields a large but finite distance.
+    floor = torch.finfo(x.dtype).eps
+    ux = c / (1 - c * x2).clamp_min(floor)  # (N, 1)
+    vy = 1 / (1 - c * y2).clamp_min(floor)  # (M, 1)
+    ones_x, ones_y = torch.ones_like(x2), torch.ones_like(y2)
+    a = torch.cat([x, x2, ones_x], dim=-1) * ux  # (N, d+2)
+    b = torch.cat([-2 * y, ones_y, y2], dim=-1) * vy  # (M, d+2)
+    return a, b
+
+
+class _ArcoshAffine(torch.autograd.Function):
+    """out = α · acosh(1 + 2 A Bᵀ) + bias, with a hand-written backward.
+
+    With w = (A Bᵀ)_ij ≥ 0: acosh(1 + 2w) = log1p(2w + 2√(w + w²)) and
+    ∂/∂w acosh(1 + 2w) = 1 / √(w + w²). Only √(w + w²) and the distances are kept for backward;
+    autograd would keep four ``N×M`` intermediates and run eight elementwise passes.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, alpha, bias):  # a: (N, k), b: (M, k), alpha: (), bias: (M,) or None
+        w = a @ b.T  # (N, M)
+        # guard: w = c‖x−y‖²λ… ≥ 0 mathematically; cancellation in ‖x‖²+‖y‖²−2⟨x,y⟩ can make it
+        # slightly negative, and √(w + w²) of a negative w is NaN.
+        w.clamp_min_(0)
+        root = torch.addcmul(w, w, w).sqrt_()  # √(w + w²), (N, M)
+        d = w.add_(root).mul_(2).log1p_()  # acosh(1 + 2w), in w's storage
+        out = torch.mul(d, alpha) if bias is None else torch.addcmul(bias, d, alpha)
+        # guard: at w → 0 (x = y) the derivative 1/√(w+w²) diverges while ∂w/∂x → 0; below the
+        # float resolution of w their product is rounding noise, so cap the derivative at 1/√ε.
+        root.clamp_min_(math.sqrt(torch.finfo(root.dtype).eps))
+        ctx.save_for_backward(a, b, alpha, d, root)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (N, M)
+        a, b, alpha, d, root = ctx.saved_tensors
+        grad_a = grad_b = grad_alpha = grad_bias = None
+        if ctx.needs_input_grad[3] and ctx.has_bias:
+            grad_bias = grad.sum(0)
+        if ctx.needs_input_grad[2]:
+            grad_alpha = torch.dot(grad.reshape(-1), d.reshape(-1)).reshape(alpha.shape)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            gw = grad / root  # ∂L/∂w up to the scalar α, (N, M)
+            if ctx.needs_input_grad[0]:
+                grad_a = (gw @ b) * alpha
+            if ctx.needs_input_grad[1]:
+                grad_b = (gw.T @ a) * alpha
+        return grad_a, grad_b, grad_alpha, grad_bias
+
+
+def distance_logits(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    c: float | torch.Tensor,
+    alpha: float | torch.Tensor = 1.0,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """α · d_c(x_i, y_j) + b_j for all pairs, in one matrix product and one fused kernel.
+
+    ``x`` is (N, d), ``y`` is (M, d), the result (N, M). Gradients flow to x, y, c, α and b.
+    See :func:`pairwise_dist` for the distance.
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"expected (N, d) and (M, d) tensors, got {tuple(x.shape)} and {tuple(y.shape)}")
+    c = _as_c(c, x)
+    a, b = _pair_factors(x, y, c)
+    # acosh(1 + 2w)/√c is the distance, so fold 1/√c into the scalar α
+    alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
+    return _ArcoshAffine.apply(a, b, alpha, bias)
+
+
+def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """All-pairs Poincaré distances, (N, d) × (M, d) → (N, M).
+
+        d_c(x, y) = (1/√c) · arcosh(1 + 2c‖x − y‖² / ((1 − c‖x‖²)(1 − c‖y‖²)))
+
+    (Nickel & Kiela 2017, eq. 1, for c = 1). The squared norm of the difference comes from one
+    matrix product (see ``_pair_factors``), so memory is O(N·M) rather than geoopt's O(N·M·d).
+    Agrees with ``geoopt.PoincareBall(c).dist`` to 1e-5 relative in float64 up to ‖x‖ = 1 − 1e-5;
+    for nearly coincident points the error is absolute (about √ε of the dtype) because of the
+    cancellation in ‖x‖² + ‖y‖² − 2⟨x, y⟩.
+    """
+    return distance_logits(x, y, c=c)
+
+
+# ---------------------------------------------------------------------------------------------
+# hyperbolic multinomial logistic regression
+# ---------------------------------------------------------------------------------------------
+
+
+def mlr_logits(
+    x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | torch.Tensor
+) -> torch.Tensor:
+    """Hyperbolic MLR logits (Ganea et al. 2018, eq. 25), all pairs: (N, d), (K, d), (K, d) → (N, K).
+
+        ζ_k(x) = (λ_pₖ ‖aₖ‖ / √c) · asinh( 2√c ⟨(−pₖ) ⊕ x, aₖ⟩ / ((1 − c‖(−pₖ) ⊕ x‖²) ‖aₖ‖) )
+
+    ``p`` are the hyperplane offsets on the ball and ``a`` their normals given at the origin;
+    the normal at pₖ is the parallel transport aₖ(1 − c‖pₖ‖²), so λ_pₖ‖aₖ‖ = 2‖a⁰ₖ‖.
+    The Möbius sum m = (−p) ⊕ x is never materialised: with β = 1 − 2c⟨p, x⟩ + c‖x‖²,
+    γ = 1 − c‖p‖², δ = 1 − 2c⟨p, x⟩ + c²‖p‖²‖x‖²,
+
+        ⟨m, â⟩ = (γ⟨x, â⟩ − β⟨p, â⟩) / δ,    ‖m‖² = ‖x − p‖² / δ,
+
+    so the cost is two (N×d)·(d×K) products.
+    """
+    c = _as_c(c, x)
+    sqrt_c = c.sqrt()
+    a_norm = a.norm(dim=-1).clamp_min(torch.finfo(a.dtype).tiny)  # guard: zero normal vector
+    a_hat = a / a_norm[:, None]  # (K, d)
+    x2 = x.pow(2).sum(-1, keepdim=True)  # (N, 1)
+    p2 = p.pow(2).sum(-1)  # (K,)
+    xp = x @ p.T  # (N, K)
+    xa = x @ a_hat.T  # (N, K)
+    pa = (p * a_hat).sum(-1)  # (K,)
+    beta = 1 - 2 * c * xp + c * x2
+    gamma = 1 - c * p2
+    # guard: δ = ‖1 ⊕ …‖ denominators are ≥ (1 − √c‖p‖√c‖x‖)² > 0 inside the ball
+    delta = (1 - 2 * c * xp + c * c * p2 * x2).clamp_min(torch.finfo(x.dtype).eps)
+    m_a = (gamma * xa - beta * pa) / delta
+    m2 = (x2 + p2 - 2 * xp).clamp_min(0) / delta
+    # guard: keep 1 − c‖m‖² positive for points pushed onto the boundary by rounding
+    denom = (1 - c * m2).clamp_min(torch.finfo(x.dtype).eps)
+    return (2 * a_norm / sqrt_c) * torch.asinh(2 * sqrt_c * m_a / denom)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gromov δ-hyperbolicity
+# ---------------------------------------------------------------------------------------------
+
+
+def gromov_delta(distances: torch.Tensor, *, base_points: torch.Tensor | None = None) -> float:
+    """Gromov δ of a finite metric space by the four-point condition.
+
+    With Gromov products (x|y)_w = ½(d(x, w) + d(y, w) − d(x, y)),
+
+        δ = max_{w,x,y,z} [ min((x|z)_w, (z|y)_w) − (x|y)_w ],
+
+    the maximum over the given ``base_points`` (all points when None). For a fixed w the inner
+    maximum over z is a (max, min) matrix product, computed in row chunks. Trees have δ = 0.
+    """
+    d = torch.as_tensor(distances, dtype=torch.float64)
+    if d.dim() != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distance matrix must be square, got shape {tuple(d.shape)}")
+    n = d.shape[0]
+    ws = torch.arange(n) if base_points is None else torch.as_tensor(base_points)
+    best = 0.0
+    chunk = max(1, 2**22 // max(n * n, 1))
+    for w in ws.tolist():
+        g = 0.5 * (d[:, w, None] + d[None, :, w] - d)  # (n, n) Gromov products at w
+        for start in range(0, n, chunk):
+            rows = g[start : start + chunk]  # (r, n): (x|z)_w for x in the chunk
+            maxmin = torch.minimum(rows[:, :, None], g[None, :, :]).amax(dim=1)  # (r, n)
+            best = max(best, float((maxmin - rows).max()))
+    return best
+
+
+def delta_hyperbolicity(
+    data: torch.Tensor | nx.Graph,
+    *,
+    c: float | None = 1.0,
+    num_points: int = 200,
+    num_base_points: int | None = 8,
+    seed: int = 0,
+) -> float:
+    """Relative Gromov δ, 2δ / diameter, on a random sample (Khrulkov et al. 2020, sec. 3).
+
+    ``data`` may be
+      * an (N, d) tensor of points on the Poincaré ball of curvature ``-c`` (``c=None`` for
+        Euclidean points),
+      * an (N, N) distance matrix -- pass ``c=None`` and a square symmetric tensor, or
+      * a networkx graph, measured by undirected shortest-path length.
+
+    ``num_points`` nodes are sampled without replacement (all when fewer), and δ is maximised
+    over ``num_base_points`` base points of the sample (all when None). The result lies in
+    [0, 1]: 0 for trees, near 0 for strongly hyperbolic data.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(data, nx.Graph):
+        nodes = list(data.nodes)
+        if len(nodes) < 2:
+            raise ValueError("delta_hyperbolicity needs a graph with at least 2 nodes")
+        pick = torch.randperm(len(nodes), generator=gen)[:num_points].tolist()
+        und = data.to_undirected(as_view=True)
+        sample = [nodes[i] for i in pick]
+        d = torch.zeros(len(sample), len(sample), dtype=torch.float64)
+        for i, u in enumerate(sample):
+            lengths = nx.single_source_shortest_path_length(und, u)
+            for j, v in enumerate(sample):
+                if v not in lengths:
+                    raise ValueError(f"graph is disconnected: no path between {u!r} and {v!r}")
+                d[i, j] = lengths[v]
+    else:
+        t = torch.as_tensor(data)
+        if t.dim() != 2:
+            raise ValueError(f"expected points (N, d) or distances (N, N), got shape {tuple(t.shape)}")
+        pick = torch.randperm(t.shape[0], generator=gen)[:num_points]
+        is_matrix = c is None and t.shape[0] == t.shape[1] and torch.allclose(t, t.T) and bool(
+            (t.diagonal() == 0).all()
+        )
+        if is_matrix:
+            d = t[pick][:, pick].double()
+        else:
+            pts = t[pick].double()
+            d = torch.cdist(pts, pts) if c is None else pairwise_dist(pts, pts, c=c)
+            d.fill_diagonal_(0)
+    diameter = float(d.max())
+    if diameter == 0:
+        return 0.0
+    base = None
+    if num_base_points is not None and num_base_points < d.shape[0]:
+        base = torch.randperm(d.shape[0], generator=gen)[:num_base_points]
+    return 2 * gromov_delta(d, base_points=base) / diameter

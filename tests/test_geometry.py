@@ -1,0 +1,186 @@
+"""Identities and properties of hyperr1.geometry, over seeds, dtypes and curvatures."""
+
+import math
+
+import geoopt
+import networkx as nx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperr1 import geometry as G
+
+DTYPES = [torch.float32, torch.float64]
+CURVATURES = [0.5, 1.0, 2.0]
+
+
+def random_ball_points(n, d, *, c, dtype, seed, max_norm=0.95):
+    """Points with uniformly random direction and norm in [0, max_norm/√c)."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=-1)
+    radius = torch.rand(n, 1, generator=g, dtype=dtype) * max_norm / math.sqrt(c)
+    return direction * radius
+
+
+def exact_dist(x, y, c):
+    """Closed form with the difference taken elementwise (no cancellation), float64."""
+    x, y = x.double()[:, None], y.double()[None]
+    num = 2 * c * (x - y).pow(2).sum(-1)
+    den = (1 - c * x.pow(2).sum(-1)) * (1 - c * y.pow(2).sum(-1))
+    return torch.acosh(1 + num / den) / math.sqrt(c)
+
+
+@pytest.mark.parametrize("c", CURVATURES)
+@pytest.mark.parametrize("seed", range(3))
+def test_pairwise_dist_matches_geoopt_float64_up_to_the_boundary(c, seed):
+    x = random_ball_points(64, 5, c=c, dtype=torch.float64, seed=seed, max_norm=1 - 1e-5)
+    y = random_ball_points(48, 5, c=c, dtype=torch.float64, seed=seed + 100, max_norm=1 - 1e-5)
+    d = G.pairwise_dist(x, y, c=c)
+    ref = geoopt.PoincareBall(c=c).dist(x[:, None], y[None])
+    # geoopt computes 2/√c·artanh(√c‖(−x)⊕y‖) with artanh's argument clamped at 1 − 1e-7, so it
+    # saturates at 2·artanh(1 − 1e-7)/√c, and rounding in the Möbius sum (~1e-9) is amplified by
+    # artanh near 1 (1.3e-5 relative at ‖x‖ = 0.997 against a 50-digit mpmath value, where
+    # pairwise_dist is exact to 1e-15); compare where its argument is below 1 − 1e-3 …
+    ok = ref < 2 * math.atanh(1 - 1e-3) / math.sqrt(c)
+    assert ok.float().mean() > 0.5
+    torch.testing.assert_close(d[ok], ref[ok], rtol=1e-5, atol=0)
+    # … and everywhere against the closed form evaluated without cancellation
+    torch.testing.assert_close(d, exact_dist(x, y, c), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pairwise_dist_float32_close_to_float64(dtype):
+    x = random_ball_points(40, 8, c=1.0, dtype=dtype, seed=0, max_norm=0.99)
+    d = G.pairwise_dist(x, x, c=1.0)
+    ref = exact_dist(x, x, 1.0).to(dtype)
+    off = ~torch.eye(len(x), dtype=torch.bool)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(d[off], ref[off], rtol=tol, atol=tol * 10)
+    # d(x, x): the cancellation in ‖x‖² + ‖x‖² − 2⟨x, x⟩ leaves an absolute error of order
+    # √ε_dtype / (1 − ‖x‖²) (documented in pairwise_dist)
+    assert d.diagonal().max() <= (0.1 if dtype == torch.float32 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pairwise_dist_finite_values_and_gradients_at_the_boundary(dtype):
+    ball = geoopt.PoincareBall(c=1.0)
+    g = torch.Generator().manual_seed(0)
+    far = ball.projx(torch.randn(32, 4, generator=g, dtype=dtype) * 100)  # on geoopt's boundary
+    x = torch.cat([far, far[:4], torch.zeros(2, 4, dtype=dtype)]).requires_grad_()  # duplicates, origin
+    d = G.pairwise_dist(x, x, c=1.0)
+    d.sum().backward()
+    assert torch.isfinite(d).all()
+    assert torch.isfinite(x.grad).all()
+    # float32 at geoopt's boundary (1 − ‖x‖² ≈ 8e-3): d(x, x) is rounding noise of order
+    # √ε/(1 − ‖x‖²) ≈ 0.1, about 1% of the distances there; float64 resolves it
+    assert d.diagonal().abs().max() < (0.25 if dtype == torch.float32 else 5e-3)
+
+
+def test_distance_logits_gradcheck_all_inputs():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(6, 3, generator=g, dtype=torch.float64) * 0.25).requires_grad_()
+    y = (torch.randn(5, 3, generator=g, dtype=torch.float64) * 0.25).requires_grad_()
+    alpha = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, generator=g, dtype=torch.float64).requires_grad_()
+    c = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, y, a, b, c: G.distance_logits(x, y, c=c, alpha=a, bias=b)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, y, alpha, bias, c))
+
+
+def test_pairwise_dist_rejects_bad_shapes_and_curvature():
+    with pytest.raises(ValueError, match="expected"):
+        G.pairwise_dist(torch.zeros(3, 2), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="c must be > 0"):
+        G.pairwise_dist(torch.zeros(3, 2), torch.zeros(3, 2), c=-1.0)
+
+
+points = st.lists(
+    st.lists(st.floats(-0.7, 0.7, allow_nan=False), min_size=3, max_size=3), min_size=3, max_size=3
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(points, st.sampled_from(DTYPES), st.sampled_from(CURVATURES))
+def test_distance_is_a_metric(pts, dtype, c):
+    # inside 0.9 of the radius; the boundary has its own test above
+    x = 0.9 * G.project(torch.tensor(pts, dtype=dtype) / math.sqrt(c), c=c)
+    d = G.pairwise_dist(x, x, c=c).double()
+    # float32: near-coincident points carry an absolute error ~1e-2 at 0.9 of the radius (the
+    # cancellation documented in pairwise_dist); distances themselves are O(1)
+    tol = 1e-2 if dtype == torch.float32 else 1e-6
+    assert (d - d.T).abs().max() <= tol  # symmetry
+    assert d.diagonal().abs().max() <= tol  # d(x, x) = 0
+    assert (d >= 0).all()
+    # triangle inequality over every triple
+    assert (d[:, None, :] <= d[:, :, None] + d[None, :, :] + tol).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=4, max_size=4), st.sampled_from(DTYPES),
+       st.sampled_from(CURVATURES))
+def test_expmap0_logmap0_identity(v, dtype, c):
+    v = torch.tensor(v, dtype=dtype)
+    back = G.logmap0(G.expmap0(v, c=c), c=c)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    # only where expmap0 did not hit geoopt's boundary projection
+    if math.sqrt(c) * float(v.norm()) < (4 if dtype == torch.float32 else 8):
+        torch.testing.assert_close(back, v, rtol=tol, atol=tol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(points, st.sampled_from(DTYPES), st.sampled_from(CURVATURES))
+def test_mobius_left_cancellation(pts, dtype, c):
+    ball = geoopt.PoincareBall(c=c)
+    # inside 0.7 of the radius, so that a ⊕ b stays resolvable in float32
+    a, b = 0.7 * G.project(torch.tensor(pts[:2], dtype=dtype) / math.sqrt(c), c=c)
+    out = ball.mobius_add(-a, ball.mobius_add(a, b))
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(out, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_features_bounds_norm_and_keeps_small_inputs(dtype):
+    x = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0], [1e30, -1e30]], dtype=dtype)
+    y = G.clip_features(x, 1.0)
+    torch.testing.assert_close(y[0], torch.tensor([0.6, 0.8], dtype=dtype))
+    torch.testing.assert_close(y[1], x[1])
+    assert torch.equal(y[2], x[2])
+    assert y.norm(dim=-1).max() <= 1.0 + 1e-6
+    assert G.clip_features(x, None) is x
+    with pytest.raises(ValueError, match="clip radius"):
+        G.clip_features(x, 0.0)
+
+
+@pytest.mark.parametrize("c", CURVATURES)
+def test_mlr_logits_match_mobius_formula(c):
+    ball = geoopt.PoincareBall(c=c)
+    x = random_ball_points(7, 4, c=c, dtype=torch.float64, seed=1, max_norm=0.9)
+    p = random_ball_points(5, 4, c=c, dtype=torch.float64, seed=2, max_norm=0.9)
+    a = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    m = ball.mobius_add(-p[None], x[:, None])  # (N, K, d), the direct definition
+    a_p = a * (1 - c * p.pow(2).sum(-1, keepdim=True))  # normal transported to p
+    lam = 2 / (1 - c * p.pow(2).sum(-1))
+    arg = 2 * math.sqrt(c) * (m * a_p).sum(-1) / ((1 - c * m.pow(2).sum(-1)) * a_p.norm(dim=-1))
+    ref = lam * a_p.norm(dim=-1) / math.sqrt(c) * torch.asinh(arg)
+    torch.testing.assert_close(G.mlr_logits(x, p, a, c=c), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_gromov_delta_known_values():
+    tree = nx.balanced_tree(2, 4)
+    assert G.delta_hyperbolicity(tree, num_base_points=None) == 0.0
+    # 4-cycle: sums of opposite pairs 4, 2, 2 → δ = (4 − 2)/2 = 1, diameter 2 → relative 1
+    assert G.delta_hyperbolicity(nx.cycle_graph(4), num_base_points=None) == pytest.approx(1.0)
+    line = torch.linspace(0, 1, 20)[:, None]
+    assert G.delta_hyperbolicity(line, c=None, num_base_points=None) == pytest.approx(0.0, abs=1e-6)
+    d = torch.cdist(line.double(), line.double())
+    assert G.delta_hyperbolicity(d, c=None) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_delta_hyperbolicity_of_euclidean_grid_exceeds_tree_embedding():
+    grid = torch.cartesian_prod(torch.linspace(0, 1, 8), torch.linspace(0, 1, 8))
+    assert G.delta_hyperbolicity(grid, c=None, num_base_points=None) > 0.1
+    with pytest.raises(ValueError, match="disconnected"):
+        G.delta_hyperbolicity(nx.empty_graph(3))
+    with pytest.raises(ValueError, match="square"):
+        G.gromov_delta(torch.zeros(3, 2))
