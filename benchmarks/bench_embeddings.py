@@ -1,0 +1,75 @@
+"""Wall-clock time to a reconstruction MAP on the mammal closure: hyperr1 against gensim.
+
+gensim's ``PoincareModel`` (pure NumPy) is what a user would otherwise pick. Both train on the
+same 6,448 (node, ancestor) pairs at dim 5 and are scored by the same
+:func:`hyperr1.embeddings.reconstruction`. gensim is an optional benchmark dependency
+(``pip install gensim``); without it only hyperr1 runs.
+
+    python benchmarks/bench_embeddings.py [--target 0.90] [--gensim-epochs 50] [--gensim-budget 300]
+
+Prints seconds to reach the target MAP for each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from hyperr1.embeddings import ClosureIndex, EmbedConfig, reconstruction, train_embedding
+from hyperr1.hierarchy import load_hierarchy
+
+
+def run_gensim(h, index, *, target: float, epochs_per_round: int, budget_s: float, seed: int) -> dict:
+    from gensim.models.poincare import PoincareModel
+
+    relations = [(u, v) for u, v in h.closure_pairs()]
+    model = PoincareModel(relations, size=5, negative=10, burn_in=10, seed=seed, workers=1)
+    history, elapsed = [], 0.0
+    while elapsed < budget_s:
+        t0 = time.perf_counter()
+        model.train(epochs=epochs_per_round, print_every=10**9)
+        elapsed += time.perf_counter() - t0
+        emb = torch.tensor([model.kv[v] for v in h.nodes], dtype=torch.float64)
+        rec = reconstruction(emb, index, manifold="poincare", c=1.0)
+        history.append({"seconds": elapsed, "map": rec["map"], "mean_rank": rec["mean_rank"]})
+        print(f"gensim: {elapsed:6.1f}s  MAP {rec['map']:.3f}  mean rank {rec['mean_rank']:.2f}", flush=True)
+        if rec["map"] >= target:
+            break
+    reached = next((r["seconds"] for r in history if r["map"] >= target), None)
+    return {"seconds_to_target": reached, "history": history}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--target", type=float, default=0.90)
+    p.add_argument("--gensim-epochs", type=int, default=20, help="gensim epochs between evaluations")
+    p.add_argument("--gensim-budget", type=float, default=600.0, help="seconds before gensim is stopped")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    h = load_hierarchy("mammals")
+    index = ClosureIndex.from_hierarchy(h)
+
+    cfg = EmbedConfig(dim=5, seed=args.seed, eval_every=5, target_map=args.target)
+    ours = train_embedding(cfg, hierarchy=h, progress=False)["metrics"]
+    ours_s = ours[f"seconds_to_map_{args.target:.2f}"] if args.target in (0.90, 0.95) else None
+    print(f"hyperr1: MAP {ours['map']:.3f} after {ours['train_seconds']:.1f}s", flush=True)
+    result = {"target_map": args.target, "hyperr1_seconds": ours_s, "hyperr1_final_map": ours["map"]}
+    try:
+        import gensim  # noqa: F401
+    except ImportError:
+        result["gensim"] = "not installed (pip install gensim)"
+    else:
+        g = run_gensim(h, index, target=args.target, epochs_per_round=args.gensim_epochs,
+                       budget_s=args.gensim_budget, seed=args.seed)
+        result["gensim_seconds"] = g["seconds_to_target"]
+        result["gensim_history"] = g["history"]
+        if g["seconds_to_target"] and ours_s:
+            result["speedup"] = g["seconds_to_target"] / ours_s
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
