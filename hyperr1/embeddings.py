@@ -48,7 +48,7 @@ class EmbedConfig:
     manifold: str = "poincare"  # "poincare" (ball of curvature −c) or "euclidean"
     dim: int = 5  # embedding dimension d
     c: float = 1.0  # curvature parameter c (ball of radius 1/√c)
-    epochs: int = 400  # passes over the closure pairs
+    epochs: int = 600  # passes over the closure pairs
     batch_size: int = 64  # closure pairs per optimizer step (paper: 10)
     negatives: int = 50  # K = |N(u)| negatives per positive pair (paper: 50); 0 = all non-neighbours
     lr: float = 2.0  # learning rate η after burn-in (the loss is a batch mean: η/batch per pair)
@@ -56,7 +56,7 @@ class EmbedConfig:
     burnin_multiplier: float = 0.1  # η_burnin / η (paper: 1/10)
     lr_decay: str = "none"  # "linear" (to 0 at the last epoch) or "none" after burn-in
     optimizer: str = "sgd"  # "sgd" (RiemannianSGD, the paper's) or "adam" (RiemannianAdam)
-    boundary_eps: float | None = None  # points stay within (1 − ε)/√c; None: geoopt's 1e-5 (float64)
+    boundary_eps: float | None = 1e-10  # points stay within (1 − ε)/√c; None: geoopt's 1e-5 (float64)
     init: float = 1e-3  # initial coordinates uniform in [−init, init] (paper: 1e-3)
     eval_every: int = 10  # evaluate reconstruction every this many epochs (0: only at the end)
     target_map: float | None = None  # stop early once MAP reaches this value
