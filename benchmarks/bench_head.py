@@ -6,7 +6,7 @@ median of repeated runs after warm-up. Two losses are timed: a fixed random upst
 
     python benchmarks/bench_head.py [--repeats 30] [--threads N]
 
-Prints the medians and the ratios head/linear and naive/head.
+Prints the medians and the ratios head/linear (eager and ``kernel="compiled"``) and naive/head.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def main() -> None:
     x = ball.projx(torch.randn(n, d) * 0.1).requires_grad_()  # inputs on the ball
     xe = torch.randn(n, d).requires_grad_()  # inputs for the linear layer
     head = HyperbolicDistanceHead(d, k, init_std=0.1)
+    compiled = HyperbolicDistanceHead(d, k, init_std=0.1, kernel="compiled")
+    compiled.load_state_dict(head.state_dict())
     linear = torch.nn.Linear(d, k)
     upstream = torch.randn(n, k)
     target = torch.randint(0, k, (n,))
@@ -61,7 +63,8 @@ def main() -> None:
     def naive_logits():
         return -ball.dist(x[:, None, :], protos[None, :, :])  # (N, K, d) broadcast
 
-    cases = {"linear": lambda: linear(xe), "head": lambda: head(x), "naive": naive_logits}
+    cases = {"linear": lambda: linear(xe), "head": lambda: head(x), "head_compiled": lambda: compiled(x),
+             "naive": naive_logits}
     results = {}
     for loss_name, backward in {
         "upstream_grad": lambda out: out.backward(upstream),
@@ -70,7 +73,10 @@ def main() -> None:
         for name, fwd in cases.items():
             reps = args.naive_repeats if name == "naive" else args.repeats
             results[f"{loss_name}/{name}_ms"] = median_ms(lambda fwd=fwd, backward=backward: backward(fwd()), reps)
-        results[f"{loss_name}/head_over_linear"] = results[f"{loss_name}/head_ms"] / results[f"{loss_name}/linear_ms"]
+        for variant in ("head", "head_compiled"):
+            results[f"{loss_name}/{variant}_over_linear"] = (
+                results[f"{loss_name}/{variant}_ms"] / results[f"{loss_name}/linear_ms"]
+            )
         results[f"{loss_name}/naive_over_head"] = results[f"{loss_name}/naive_ms"] / results[f"{loss_name}/head_ms"]
     results["machine"] = f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}"
     results["shape"] = {"batch": n, "dim": d, "classes": k}

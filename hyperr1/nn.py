@@ -69,7 +69,8 @@ class HyperbolicDistanceHead(nn.Module):
     ``p_k`` (``num_classes × dim``) is a ManifoldParameter initialised near the origin, ``s > 0``
     a learnable scale (stored as log s), ``q`` is 1 or 2 (``squared``), ``b_k`` an optional
     per-class bias. With ``q = 1`` the distance, scale and bias run in one fused kernel
-    (:func:`hyperr1.geometry.distance_logits`).
+    (:func:`hyperr1.geometry.distance_logits`); ``kernel="compiled"`` fuses its elementwise part
+    with ``torch.compile``.
     """
 
     def __init__(
@@ -84,8 +85,11 @@ class HyperbolicDistanceHead(nn.Module):
         init_std: float = 1e-2,
         learnable_c: bool = False,
         ball: geoopt.PoincareBall | None = None,
+        kernel: str = "eager",
     ):
         super().__init__()
+        if kernel not in geometry.KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; known: {list(geometry.KERNELS)}")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.ball = _make_ball(c, learnable_c, ball)
@@ -93,6 +97,7 @@ class HyperbolicDistanceHead(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(float(init_scale)).log())
         self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
         self.squared = squared
+        self.kernel = kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., dim) on the ball → (..., K)
         flat = x.reshape(-1, x.shape[-1])  # (N, dim)
@@ -103,7 +108,9 @@ class HyperbolicDistanceHead(nn.Module):
             if self.bias is not None:
                 logits = logits + self.bias
         else:
-            logits = geometry.distance_logits(flat, self.prototypes, c=self.ball.c, alpha=-scale, bias=self.bias)
+            logits = geometry.distance_logits(
+                flat, self.prototypes, c=self.ball.c, alpha=-scale, bias=self.bias, kernel=self.kernel
+            )
         return logits.reshape(*x.shape[:-1], -1)
 
     def extra_repr(self) -> str:
