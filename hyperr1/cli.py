@@ -6,6 +6,10 @@ win over the file. Unknown keys in a config file are errors.
 
     hyperr1 embed --data mammals --manifold poincare --dim 5 --epochs 300 --seed 0 --out runs/emb
     hyperr1 tasks --data mammals --out runs/tasks
+    hyperr1 train --config experiments/configs/mammals_poincare.toml --set grpo.steps=20
+
+``train`` takes a nested config (see :mod:`hyperr1.pipeline`), so instead of one flag per field it
+has ``--set section.key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -49,8 +53,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 return None if text.lower() == "none" else base(text)
 
         doc = _field_docs(cls).get(f.name, "")
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
-                            help=f"{doc} (default: {f.default!r})")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=conv,
+            default=None,
+            help=f"{doc} (default: {f.default!r})",
+        )
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -120,11 +129,53 @@ def _cmd_tasks(args):
     print(result["summary"])
 
 
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML or JSON TrainConfig (experiments/configs/*.toml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set grpo.steps=20 (repeatable)",
+    )
+    parser.add_argument("--name", help="run name (output in <out>/<name>)")
+    parser.add_argument("--out", help="parent directory of the run directory")
+    parser.add_argument("--seed", type=int, help="seed of the whole run")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
+
+
+def _cmd_train(args):
+    from hyperr1.pipeline import load_train_config, run_train
+
+    overrides = list(args.overrides)
+    for key in ("name", "out", "seed"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
+    cfg = load_train_config(args.config, overrides)
+    results = run_train(cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(results, indent=2))
+
+
 COMMANDS = {
-    "embed": ("Train Poincaré / Euclidean embeddings of a hierarchy (Nickel & Kiela 2017).", "EmbedConfig",
-              "hyperr1.embeddings", _cmd_embed),
-    "tasks": ("Build the reasoning-task splits of a hierarchy, with the contamination audit.", "TasksConfig",
-              "hyperr1.splits", _cmd_tasks),
+    "embed": (
+        "Train Poincaré / Euclidean embeddings of a hierarchy (Nickel & Kiela 2017).",
+        "EmbedConfig",
+        "hyperr1.embeddings",
+        _cmd_embed,
+    ),
+    "tasks": (
+        "Build the reasoning-task splits of a hierarchy, with the contamination audit.",
+        "TasksConfig",
+        "hyperr1.splits",
+        _cmd_tasks,
+    ),
+    "train": (
+        "Warm start, GRPO and held-out evaluation of the policy (hyperr1.pipeline).",
+        None,
+        "hyperr1.pipeline",
+        _cmd_train,
+    ),
 }
 
 
@@ -135,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, cls_name, module, func) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_config_arguments(p, getattr(importlib.import_module(module), cls_name))
+        if cls_name is None:
+            _add_train_arguments(p)
+        else:
+            add_config_arguments(p, getattr(importlib.import_module(module), cls_name))
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)
     return parser
@@ -145,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, not a traceback
+    except (ValueError, FileNotFoundError, TypeError) as err:  # bad input: one clear line, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -173,9 +173,7 @@ def _ratio_ci(num: np.ndarray, den: np.ndarray, cfg: EvalConfig) -> dict:
 def _mean_ci(values: np.ndarray, cfg: EvalConfig) -> dict:
     if values.size == 0 or np.isnan(values).any():
         return {"value": None, "ci": None, "n": int(values.size)}
-    lo, hi = bootstrap_ci(
-        values, confidence=cfg.confidence, n_resamples=cfg.n_resamples, seed=cfg.seed
-    )
+    lo, hi = bootstrap_ci(values, confidence=cfg.confidence, n_resamples=cfg.n_resamples, seed=cfg.seed)
     return {"value": float(values.mean()), "ci": [lo, hi], "n": int(values.size)}
 
 
@@ -254,12 +252,8 @@ def evaluate(
         tasks = np.array([ex.task for ex in exs])
         results["splits"][name] = {
             "overall": _metrics(rows, np.arange(len(exs)), cfg),
-            "by_hops": {
-                str(k): _metrics(rows, np.flatnonzero(hops == k), cfg) for k in sorted(set(hops))
-            },
-            "by_task": {
-                str(t): _metrics(rows, np.flatnonzero(tasks == t), cfg) for t in sorted(set(tasks))
-            },
+            "by_hops": {str(k): _metrics(rows, np.flatnonzero(hops == k), cfg) for k in sorted(set(hops))},
+            "by_task": {str(t): _metrics(rows, np.flatnonzero(tasks == t), cfg) for t in sorted(set(tasks))},
             "samples": [
                 {"prompt": ex.prompt, "target": ex.completion, "greedy": g}
                 for ex, g in zip(exs[: cfg.n_logged], greedy, strict=False)

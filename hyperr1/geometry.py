@@ -141,9 +141,7 @@ def clip_features(x: torch.Tensor, r: float | None) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pair_factors(
-    x: torch.Tensor, y: torch.Tensor, c: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_factors(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors A (N×(d+2)), B (M×(d+2)) with (A Bᵀ)_ij = w_ij = c‖x_i − y_j‖² / ((1−c‖x_i‖²)(1−c‖y_j‖²)).
 
     ‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x, y⟩, so appending the squared norm and a column of ones turns
@@ -275,9 +273,7 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor =
 # ---------------------------------------------------------------------------------------------
 
 
-def mlr_logits(
-    x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | torch.Tensor
-) -> torch.Tensor:
+def mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     """Hyperbolic MLR logits (Ganea et al. 2018, eq. 25), all pairs: (N, d), (K, d), (K, d) → (N, K).
 
         ζ_k(x) = (λ_pₖ ‖aₖ‖ / √c) · asinh( 2√c ⟨(−pₖ) ⊕ x, aₖ⟩ / ((1 − c‖(−pₖ) ⊕ x‖²) ‖aₖ‖) )
@@ -382,8 +378,8 @@ def delta_hyperbolicity(
         if t.dim() != 2:
             raise ValueError(f"expected points (N, d) or distances (N, N), got shape {tuple(t.shape)}")
         pick = torch.randperm(t.shape[0], generator=gen)[:num_points]
-        is_matrix = c is None and t.shape[0] == t.shape[1] and torch.allclose(t, t.T) and bool(
-            (t.diagonal() == 0).all()
+        is_matrix = (
+            c is None and t.shape[0] == t.shape[1] and torch.allclose(t, t.T) and bool((t.diagonal() == 0).all())
         )
         if is_matrix:
             d = t[pick][:, pick].double()

@@ -68,9 +68,7 @@ class Hierarchy:
         return cls(nx.DiGraph(list(edges)), name=name)
 
     @classmethod
-    def from_tsv(
-        cls, path: str | Path, *, closure: bool = False, name: str | None = None
-    ) -> Hierarchy:
+    def from_tsv(cls, path: str | Path, *, closure: bool = False, name: str | None = None) -> Hierarchy:
         """Read ``child<TAB>parent`` lines; ``#`` comment lines and blank lines are skipped.
 
         With ``closure=True`` the file holds a transitive closure (every ``(x, ancestor)`` pair, as
@@ -90,8 +88,7 @@ class Hierarchy:
                 if len(cols) != 2 or not all(cols):
                     got = f"{len(cols)}" + ("" if all(cols) else ", some empty")
                     raise HierarchyError(
-                        f"{path}:{lineno}: expected 2 tab-separated columns (child, parent), "
-                        f"got {got}: {raw!r}"
+                        f"{path}:{lineno}: expected 2 tab-separated columns (child, parent), got {got}: {raw!r}"
                     )
                 if not (closure and cols[0] == cols[1]):
                     edges.append((cols[0], cols[1]))
@@ -130,9 +127,7 @@ class Hierarchy:
         graph = nx.DiGraph(edges)
         graph.add_nodes_from(names)
         if root not in graph:
-            raise HierarchyError(
-                f"unknown WordNet noun synset {root!r} in {dict_dir} (names look like 'dog.n.01')"
-            )
+            raise HierarchyError(f"unknown WordNet noun synset {root!r} in {dict_dir} (names look like 'dog.n.01')")
         below = nx.ancestors(graph, root)  # edges point child -> parent
         return cls(graph.subgraph(below | {root}), name=root if name is None else name)
 
@@ -186,10 +181,7 @@ class Hierarchy:
         return iter(self.nodes)
 
     def __repr__(self) -> str:
-        return (
-            f"Hierarchy({self.name!r}, {len(self)} nodes, {len(self.edges)} edges, "
-            f"{len(self.roots)} roots)"
-        )
+        return f"Hierarchy({self.name!r}, {len(self)} nodes, {len(self.edges)} edges, {len(self.roots)} roots)"
 
     @property
     def edges(self) -> list[tuple[str, str]]:

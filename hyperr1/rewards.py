@@ -188,9 +188,7 @@ def faithfulness(parsed: ParsedCompletion, h: Hierarchy) -> float:
 
 def good_retractions(parsed: ParsedCompletion, h: Hierarchy) -> int:
     """Retractions whose withdrawn step was wrong and whose replacement is a true edge."""
-    return sum(
-        (not h.graph.has_edge(a, b)) and h.graph.has_edge(a, c) for a, b, c in parsed.retractions
-    )
+    return sum((not h.graph.has_edge(a, b)) and h.graph.has_edge(a, c) for a, b, c in parsed.retractions)
 
 
 def chain_is_valid(parsed: ParsedCompletion, task: str, args: Sequence[str], h: Hierarchy) -> bool:
@@ -267,9 +265,7 @@ def accuracy_reward(
 ) -> list[float]:
     """1.0 if the first answer block holds exactly one token and it is an accepted answer."""
     gold = _accepted(len(completions), answers, answer)
-    return [
-        float(is_correct(parse_completion(c), g)) for c, g in zip(completions, gold, strict=True)
-    ]
+    return [float(is_correct(parse_completion(c), g)) for c, g in zip(completions, gold, strict=True)]
 
 
 def make_faithfulness_reward(h: Hierarchy) -> RewardFn:
@@ -291,9 +287,7 @@ class RewardWeights:
     faithfulness: float = 0.0  # w_faith, weight of the faithfulness reward (needs the hierarchy)
 
 
-def composite_reward(
-    weights: RewardWeights | dict | None = None, hierarchy: Hierarchy | None = None
-) -> RewardFn:
+def composite_reward(weights: RewardWeights | dict | None = None, hierarchy: Hierarchy | None = None) -> RewardFn:
     """The weighted mean ``Σ w_i r_i / Σ w_i`` of the rewards with non-zero weight.
 
     ``weights`` is a :class:`RewardWeights` (default: R1's accuracy + format) or a dict naming

@@ -304,9 +304,7 @@ def audit_splits(splits: dict[str, list[TaskExample]], h: Hierarchy, *, ngram: i
             "held_out_subjects": len(held) if name == "test_unseen_subject" else None,
             "held_out_subjects_in_multi_hop_train": len(subj_leak),
             "pairs_on_train_chains": sum(bool(pair_keys(ex) & on_chains) for ex in test),
-            "question_ngrams": ngram_overlap(
-                [ex.question for ex in train], [ex.question for ex in test], ngram
-            ),
+            "question_ngrams": ngram_overlap([ex.question for ex in train], [ex.question for ex in test], ngram),
         }
         report[name] = entry
         if leaked or entry["duplicate_queries"]:
@@ -314,9 +312,7 @@ def audit_splits(splits: dict[str, list[TaskExample]], h: Hierarchy, *, ngram: i
         if name == "test_unseen_pair" and pairs:
             errors.append(f"{name}: {len(pairs)} pairs occur in train, e.g. {pairs[0].key}")
         if subj_leak:
-            errors.append(
-                f"{name}: held-out subjects asked in multi-hop train, e.g. {subj_leak[:3]}"
-            )
+            errors.append(f"{name}: held-out subjects asked in multi-hop train, e.g. {subj_leak[:3]}")
     report["passed"] = not errors
     if errors:
         raise ContaminationError("contaminated splits: " + "; ".join(errors))
@@ -330,8 +326,7 @@ def summary_markdown(splits: dict[str, list[TaskExample]], title: str = "") -> s
     """Markdown tables: split sizes and task mix, then the hop-count distribution."""
     lines = [f"## {title}", ""] if title else []
     lines += [
-        "| split | queries | parent | is_a (yes / no) | ancestor_k | lca | retractions "
-        "| hops min / median / max |",
+        "| split | queries | parent | is_a (yes / no) | ancestor_k | lca | retractions | hops min / median / max |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     all_hops = sorted({ex.hops for exs in splits.values() for ex in exs})

@@ -260,9 +260,7 @@ def make_example(
     )
 
 
-def _pick_retraction(
-    h: Hierarchy, chains: Chains, rng: random.Random
-) -> tuple[int, int, str] | None:
+def _pick_retraction(h: Hierarchy, chains: Chains, rng: random.Random) -> tuple[int, int, str] | None:
     steps = [(ci, si) for ci, c in enumerate(chains) for si in range(len(c) - 1)]
     if not steps:
         return None

@@ -40,9 +40,7 @@ def build_vocab(hierarchy: Hierarchy) -> dict[str, int]:
     return vocab
 
 
-def build_tokenizer(
-    hierarchy: Hierarchy, *, model_max_length: int = 1024
-) -> PreTrainedTokenizerFast:
+def build_tokenizer(hierarchy: Hierarchy, *, model_max_length: int = 1024) -> PreTrainedTokenizerFast:
     """The word-level ``PreTrainedTokenizerFast`` of a hierarchy's tasks."""
     core = Tokenizer(models.WordLevel(vocab=build_vocab(hierarchy), unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

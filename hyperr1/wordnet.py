@@ -54,9 +54,7 @@ def read_sense_offsets(dict_dir: str | Path) -> dict[str, list[str]]:
     return senses
 
 
-def read_noun_synsets(
-    dict_dir: str | Path, *, instances: bool = False
-) -> dict[str, tuple[str, list[str]]]:
+def read_noun_synsets(dict_dir: str | Path, *, instances: bool = False) -> dict[str, tuple[str, list[str]]]:
     """Parse ``data.noun`` into ``{offset: (first lemma, [hypernym offsets])}``.
 
     Hypernyms are the ``@`` pointers, plus the ``@i`` (instance hypernym) ones if ``instances``.
@@ -79,9 +77,7 @@ def read_noun_synsets(
     return synsets
 
 
-def synset_names(
-    synsets: dict[str, tuple[str, list[str]]], senses: dict[str, list[str]]
-) -> dict[str, str]:
+def synset_names(synsets: dict[str, tuple[str, list[str]]], senses: dict[str, list[str]]) -> dict[str, str]:
     """Name every synset offset nltk-style: ``lemma.n.NN`` with NN the 1-based sense number."""
     names = {}
     for offset, (lemma, _) in synsets.items():
@@ -94,9 +90,7 @@ def synset_names(
     return names
 
 
-def read_noun_hypernyms(
-    dict_dir: str | Path, *, instances: bool = False
-) -> tuple[list[str], list[tuple[str, str]]]:
+def read_noun_hypernyms(dict_dir: str | Path, *, instances: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
     """All noun synset names (sorted) and all ``(child, parent)`` hypernym edges (sorted).
 
     ``dict_dir`` is a WordNet 3.0 ``dict`` directory, e.g. ``/usr/share/wordnet`` on Debian.
@@ -106,9 +100,5 @@ def read_noun_hypernyms(
     """
     synsets = read_noun_synsets(dict_dir, instances=instances)
     names = synset_names(synsets, read_sense_offsets(dict_dir))
-    edges = sorted(
-        (names[offset], names[parent])
-        for offset, (_, parents) in synsets.items()
-        for parent in parents
-    )
+    edges = sorted((names[offset], names[parent]) for offset, (_, parents) in synsets.items() for parent in parents)
     return sorted(names.values()), edges

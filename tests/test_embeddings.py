@@ -47,8 +47,18 @@ def test_reconstruction_excludes_the_node_itself_and_is_perfect_on_a_tree_embedd
 @pytest.mark.parametrize("manifold, min_map", [("poincare", 0.85), ("euclidean", 0.6)])
 def test_training_embeds_a_small_tree(manifold, min_map):
     h = Hierarchy.balanced_tree(2, 3)  # 15 nodes, 34 closure pairs
-    cfg = EmbedConfig(data="unused", manifold=manifold, dim=2, epochs=300, batch_size=64, negatives=10,
-                      lr=0.1, burnin_epochs=5, eval_every=0, optimizer="adam")
+    cfg = EmbedConfig(
+        data="unused",
+        manifold=manifold,
+        dim=2,
+        epochs=300,
+        batch_size=64,
+        negatives=10,
+        lr=0.1,
+        burnin_epochs=5,
+        eval_every=0,
+        optimizer="adam",
+    )
     result = train_embedding(cfg, hierarchy=h, progress=False)
     assert result["metrics"]["map"] > min_map
     if manifold == "poincare":
@@ -72,8 +82,9 @@ def test_run_embed_writes_config_metrics_embedding_and_figure(tmp_path):
     tsv = tmp_path / "tree.tsv"
     Hierarchy.balanced_tree(2, 3).to_tsv(tsv)
     out = tmp_path / "run"
-    code = main(["embed", "--data", str(tsv), "--dim", "2", "--epochs", "4", "--eval-every", "2",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        ["embed", "--data", str(tsv), "--dim", "2", "--epochs", "4", "--eval-every", "2", "--out", str(out), "--quiet"]
+    )
     assert code == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["dim"] == 2 and cfg["config"]["data"] == str(tsv)
@@ -100,8 +111,13 @@ def test_embedding_file_round_trip_is_exact_and_corrupt_files_are_rejected(tmp_p
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("manifold", "sphere", "unknown manifold"), ("dim", 0, "dim must be"), ("negatives", -1, "negatives"),
-     ("lr_decay", "cosine", "unknown lr_decay"), ("lr", 0.0, "must be > 0")],
+    [
+        ("manifold", "sphere", "unknown manifold"),
+        ("dim", 0, "dim must be"),
+        ("negatives", -1, "negatives"),
+        ("lr_decay", "cosine", "unknown lr_decay"),
+        ("lr", 0.0, "must be > 0"),
+    ],
 )
 def test_invalid_config_is_rejected(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -112,7 +128,7 @@ def test_cli_reports_unknown_dataset_and_bad_config(tmp_path, capsys):
     assert main(["embed", "--data", "no_such_data", "--epochs", "1", "--quiet"]) == 2
     assert "mammals" in capsys.readouterr().err  # the known names are listed
     bad = tmp_path / "c.toml"
-    bad.write_text('dimm = 3\n')
+    bad.write_text("dimm = 3\n")
     with pytest.raises(SystemExit, match="unknown keys"):
         main(["embed", "--config", str(bad)])
     with pytest.raises(SystemExit, match="invalid EmbedConfig"):

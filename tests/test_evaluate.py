@@ -24,9 +24,7 @@ FAST = EvalConfig(k=4, n_resamples=200, batch_size=64)
 @pytest.fixture(scope="module")
 def world():
     h = Hierarchy.balanced_tree(3, 4)
-    cfg = TasksConfig(
-        n_train_is_a=200, n_train_ancestor_k=100, n_train_lca=100, n_test=60, retraction_rate=0.2
-    )
+    cfg = TasksConfig(n_train_is_a=200, n_train_ancestor_k=100, n_train_lca=100, n_test=60, retraction_rate=0.2)
     splits, _ = build_splits(h, cfg)
     return h, {k: splits[k] for k in ("train", "test_unseen_pair", "test_unseen_subject")}
 
@@ -57,9 +55,7 @@ def test_oracle_scores_one(world, tmp_path):
                 assert g[m]["value"] == 1.0 and g[m]["ci"] == [1.0, 1.0], (split, m)
             assert g["right_invalid_chain"]["value"] == 0.0
     train = splits["train"]
-    assert value(res, "train", "reflection_rate") == pytest.approx(
-        np.mean([ex.retraction for ex in train])
-    )
+    assert value(res, "train", "reflection_rate") == pytest.approx(np.mean([ex.retraction for ex in train]))
     assert value(res, "train", "good_retractions") == 1.0
     assert value(res, "test_unseen_pair", "good_retractions") is None  # no retraction at all
     path = write_results(res, tmp_path / "eval" / "oracle.json")
@@ -72,9 +68,7 @@ def test_oracle_scores_one(world, tmp_path):
 
 def test_constant_yes(world):
     h, splits = world
-    res = evaluate(
-        lambda p, **kw: [["<answer> yes </answer>"] * kw["num_samples"]] * len(p), splits, h, FAST
-    )
+    res = evaluate(lambda p, **kw: [["<answer> yes </answer>"] * kw["num_samples"]] * len(p), splits, h, FAST)
     for split in splits:
         by_task = res["splits"][split]["by_task"]
         assert by_task["is_a"]["accuracy"]["value"] == 0.5  # is_a is balanced

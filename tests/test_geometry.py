@@ -95,9 +95,7 @@ def test_pairwise_dist_rejects_bad_shapes_and_curvature():
         G.pairwise_dist(torch.zeros(3, 2), torch.zeros(3, 2), c=-1.0)
 
 
-points = st.lists(
-    st.lists(st.floats(-0.7, 0.7, allow_nan=False), min_size=3, max_size=3), min_size=3, max_size=3
-)
+points = st.lists(st.lists(st.floats(-0.7, 0.7, allow_nan=False), min_size=3, max_size=3), min_size=3, max_size=3)
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,8 +115,11 @@ def test_distance_is_a_metric(pts, dtype, c):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=4, max_size=4), st.sampled_from(DTYPES),
-       st.sampled_from(CURVATURES))
+@given(
+    st.lists(st.floats(-3, 3, allow_nan=False), min_size=4, max_size=4),
+    st.sampled_from(DTYPES),
+    st.sampled_from(CURVATURES),
+)
 def test_expmap0_logmap0_identity(v, dtype, c):
     v = torch.tensor(v, dtype=dtype)
     back = G.logmap0(G.expmap0(v, c=c), c=c)

@@ -18,9 +18,7 @@ from hyperr1.rewards import (
 from hyperr1.splits import TasksConfig, build_splits
 from hyperr1.tasks import GRAMMAR_TOKENS, make_example
 
-CFG = TasksConfig(
-    n_train_is_a=60, n_train_ancestor_k=30, n_train_lca=30, n_test=20, retraction_rate=0.5
-)
+CFG = TasksConfig(n_train_is_a=60, n_train_ancestor_k=30, n_train_lca=30, n_test=20, retraction_rate=0.5)
 DIAMOND = [
     ("a", "r"),
     ("b", "r"),

@@ -35,9 +35,7 @@ def test_vocab_layout_is_deterministic(tree):
 
 def test_every_task_text_is_one_known_token_per_word(tree):
     tok = build_tokenizer(tree)
-    splits, _ = build_splits(
-        tree, TasksConfig(n_train_is_a=40, n_train_ancestor_k=20, n_train_lca=20, n_test=10)
-    )
+    splits, _ = build_splits(tree, TasksConfig(n_train_is_a=40, n_train_ancestor_k=20, n_train_lca=20, n_test=10))
     for ex in splits["train"] + splits["warm_start"]:
         for text in (ex.prompt, ex.completion + " </s>"):
             ids = tok(text)["input_ids"]

@@ -1,0 +1,137 @@
+"""Warm start: teacher-forced cross-entropy on the partial warm-start curriculum.
+
+R1-style pipelines start reinforcement learning from a policy that already writes the format
+some of the time ("cold start" data). Here that is the ``warm_start`` split of
+:mod:`hyperr1.splits`: short chains only (≤ ``warm_max_hops``) and a share of targets without the
+think block, so the warm-started policy is deliberately imperfect on both accuracy and format.
+
+The loss is the token-level negative log-likelihood of the target completion (plus ``</s>``)::
+
+    L(θ) = − Σ_i Σ_t log π_θ(y_it | x_i, y_i<t) / Σ_i |y_i|
+
+optimised with Riemannian Adam (geoopt), the ball's prototypes at their own learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hyperr1.model import HyperR1ForConditionalGeneration
+from hyperr1.optim import riemannian_optimizer
+from hyperr1.tasks import TaskExample
+
+
+@dataclass
+class SFTConfig:
+    """Warm start (supervised fine-tuning) hyperparameters."""
+
+    epochs: int = 30  # passes over the warm-start set
+    batch_size: int = 64  # examples per optimizer step
+    lr: float = 3e-3  # η of the Euclidean parameters (Adam)
+    manifold_lr: float | None = 3e-2  # η of the ball's prototypes (Riemannian Adam); None: lr
+    weight_decay: float = 0.0  # decoupled weight decay of the Euclidean parameters
+    grad_clip: float = 1.0  # max global gradient norm (0: off)
+    eval_every: int = 10  # epochs between evaluations (0: only at the end)
+    seed: int = 0  # seed of the example order
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.lr <= 0 or (self.manifold_lr is not None and self.manifold_lr <= 0):
+            raise ValueError(f"learning rates must be > 0, got lr={self.lr}, manifold_lr={self.manifold_lr}")
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids and attention mask (B, S), right-padded."""
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
+    return enc.input_ids.to(device), enc.attention_mask.to(device)
+
+
+def encode_completions(tokenizer, completions: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target ids (B, T) of ``completion </s>``, padded with ``<pad>``, and the mask of real tokens."""
+    eos = tokenizer.eos_token
+    enc = tokenizer([f"{c} {eos}" for c in completions], padding=True, return_tensors="pt")
+    return enc.input_ids.to(device), enc.attention_mask.bool().to(device)
+
+
+def sft_loss(
+    model: HyperR1ForConditionalGeneration, tokenizer, examples: Sequence[TaskExample]
+) -> tuple[torch.Tensor, int]:
+    """(mean token NLL of the targets, number of target tokens) on one batch."""
+    device = model.device
+    ids, amask = encode_prompts(tokenizer, [ex.prompt for ex in examples], device)
+    targets, tmask = encode_completions(tokenizer, [ex.completion for ex in examples], device)
+    logp = model.completion_logprobs(ids, amask, targets)  # (B, T)
+    n_tokens = int(tmask.sum())
+    return -(logp * tmask).sum() / max(n_tokens, 1), n_tokens
+
+
+def train_sft(
+    model: HyperR1ForConditionalGeneration,
+    tokenizer,
+    examples: Sequence[TaskExample],
+    cfg: SFTConfig,
+    *,
+    out: str | Path | None = None,
+    evaluate_fn: Callable[[HyperR1ForConditionalGeneration], dict] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Warm-start ``model`` in place; returns one metrics row per epoch (also ``out/metrics.jsonl``).
+
+    ``evaluate_fn(model) -> dict`` runs every ``eval_every`` epochs and after the last; its
+    values join that epoch's row. With ``out`` the final model is saved to ``out/model``.
+    """
+    cfg.validate()
+    if not examples:
+        raise ValueError("no warm-start examples to train on")
+    opt = riemannian_optimizer(
+        model, name="adam", lr=cfg.lr, manifold_lr=cfg.manifold_lr, weight_decay=cfg.weight_decay
+    )
+    rng = random.Random(cfg.seed)
+    order = list(range(len(examples)))
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        (out / "metrics.jsonl").write_text("")
+    history = []
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="warm start", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        rng.shuffle(order)
+        total, tokens = 0.0, 0
+        for s in range(0, len(order), cfg.batch_size):
+            batch = [examples[i] for i in order[s : s + cfg.batch_size]]
+            loss, n = sft_loss(model, tokenizer, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite warm-start loss at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total, tokens = total + loss.item() * n, tokens + n
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        row = {"epoch": epoch, "sft/loss": total / tokens, "time/elapsed_s": time.perf_counter() - t0}
+        if evaluate_fn is not None and (epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+            row.update(evaluate_fn(model))
+        history.append(row)
+        if out is not None:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+    bar.close()
+    if out is not None:
+        model.save_pretrained(out / "model")
+    return history

@@ -1,0 +1,167 @@
+"""The policy: lean path = Hugging Face path, sampler = teacher forcing, checkpoints, generate()."""
+
+import geoopt
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from hyperr1.model import (
+    HyperR1Config,
+    HyperR1ForConditionalGeneration,
+    TextPolicy,
+    build_policy,
+    count_parameters,
+    decode_completions,
+    filter_logits,
+)
+
+V = 50
+HEADS = ["poincare", "euclidean"]
+
+
+def tiny(head: str, seed: int = 0, **kw) -> HyperR1ForConditionalGeneration:
+    torch.manual_seed(seed)
+    cfg = dict(d_model=32, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    return build_policy(V, head=head, head_dim=4, **{**cfg, **kw}).eval()
+
+
+def prompts(b: int = 3, s: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, V, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[0, s - 2 :] = 0  # right padding on the first prompt
+    ids[0, s - 2 :] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_lean_decoder_matches_the_hugging_face_forward(head):
+    model = tiny(head)
+    ids, mask = prompts()
+    completions = torch.randint(4, V, (3 * 2, 6))
+    lean = model.completion_logprobs(ids, mask, completions, num_samples=2)
+    dec_in = torch.cat(
+        [torch.full_like(completions[:, :1], model.config.decoder_start_token_id), completions[:, :-1]], 1
+    )
+    hf = model(
+        input_ids=ids.repeat_interleave(2, 0), attention_mask=mask.repeat_interleave(2, 0), decoder_input_ids=dec_in
+    ).logits.log_softmax(-1)
+    hf = hf.gather(-1, completions[..., None]).squeeze(-1)
+    torch.testing.assert_close(lean, hf, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_equal_teacher_forcing(head, temperature):
+    """The key/value cache gives the same log-probabilities as a full forward of the sampled tokens."""
+    model = tiny(head)
+    ids, mask = prompts()
+    out = model.sample(
+        ids, mask, num_samples=4, max_new_tokens=9, temperature=temperature, generator=torch.Generator().manual_seed(1)
+    )
+    assert out.tokens.shape == out.logprobs.shape == out.mask.shape == (12, 9)
+    tf = model.completion_logprobs(ids, mask, out.tokens, num_samples=4, temperature=temperature)
+    torch.testing.assert_close(tf[out.mask], out.logprobs[out.mask], atol=2e-5, rtol=1e-5)
+    assert (out.logprobs[~out.mask] == 0).all()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_greedy_sampler_matches_generate(head):
+    model = tiny(head)
+    ids, mask = prompts()
+    ours = model.sample(ids, mask, greedy=True, max_new_tokens=8)
+    theirs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)[:, 1:]
+    n = ours.tokens.shape[1]
+    assert torch.equal(ours.tokens[ours.mask], theirs[:, :n][ours.mask])
+
+
+def test_sequences_stop_at_end_of_sequence():
+    model = tiny("poincare")
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        model.head.bias[eos] = 1e4  # every first token is </s>
+    ids, mask = prompts()
+    out = model.sample(ids, mask, num_samples=2, max_new_tokens=10)
+    assert out.tokens.shape == (6, 1) and (out.tokens == eos).all() and out.mask.all()
+
+
+def test_sampling_is_reproducible_and_masks_after_eos():
+    model = tiny("euclidean")
+    ids, mask = prompts()
+    a = model.sample(ids, mask, num_samples=3, max_new_tokens=12, generator=torch.Generator().manual_seed(5))
+    b = model.sample(ids, mask, num_samples=3, max_new_tokens=12, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
+    eos = model.config.eos_token_id
+    for row, m in zip(a.tokens, a.mask, strict=True):
+        hits = (row == eos).nonzero()
+        if len(hits):  # everything after the first </s> is padding outside the mask
+            first = int(hits[0])
+            assert m[: first + 1].all() and not m[first + 1 :].any()
+            assert (row[first + 1 :] == model.config.pad_token_id).all()
+
+
+def test_filter_logits():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    assert torch.equal(filter_logits(logits), logits)
+    top2 = filter_logits(logits, top_k=2)
+    assert torch.isfinite(top2).tolist() == [[True, True, False, False]]
+    p = logits.softmax(-1)[0]  # 0.644, 0.237, 0.087, 0.032
+    nucleus = filter_logits(logits, top_p=float(p[0] + p[1]) - 1e-3)
+    assert torch.isfinite(nucleus).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=1e-6)).tolist() == [[True, False, False, False]]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_save_and_load_round_trip(tmp_path, head):
+    model = tiny(head, learn_curvature=True, curvature=0.7) if head == "poincare" else tiny(head)
+    if head == "poincare":
+        with torch.no_grad():  # push prototypes towards the boundary so the check is not trivial
+            model.head.prototypes.copy_(model.head.ball.projx(model.head.prototypes * 300))
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert isinstance(loaded, HyperR1ForConditionalGeneration)
+    differing = {k for k, v in model.config.to_dict().items() if loaded.config.to_dict().get(k) != v}
+    assert differing <= {"_name_or_path"}
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    if head == "poincare":
+        protos = loaded.head.prototypes
+        assert isinstance(protos, geoopt.ManifoldParameter) and protos.manifold is loaded.head.ball
+        assert loaded.projection.ball is loaded.head.ball  # one curvature for projection and head
+        assert float(loaded.head.ball.c) == pytest.approx(0.7)
+        assert bool(protos.manifold.check_point_on_manifold(protos))
+    ids, mask = prompts()
+    torch.testing.assert_close(
+        loaded.sample(ids, mask, greedy=True, max_new_tokens=5).tokens,
+        model.sample(ids, mask, greedy=True, max_new_tokens=5).tokens,
+    )
+
+
+def test_config_errors_and_size():
+    with pytest.raises(ValueError, match="unknown head"):
+        HyperR1Config(head="lorentz")
+    with pytest.raises(ValueError, match="head_dim"):
+        HyperR1Config(head_dim=0)
+    with pytest.raises(ValueError, match="divisible"):
+        HyperR1Config(d_model=30, encoder_attention_heads=4)
+    assert count_parameters(build_policy(1255)) < 1_000_000  # the default policy is well under 1 M
+    model = tiny("poincare")
+    ids, mask = prompts()
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.sample(ids, mask, max_new_tokens=10_000)
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(ids, mask, temperature=0.0)
+
+
+def test_text_policy_and_decoding():
+    from hyperr1.hierarchy import Hierarchy
+    from hyperr1.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(Hierarchy.balanced_tree(2, 2))
+    model = build_policy(len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64).eval()
+    policy = TextPolicy(model, tok, max_new_tokens=6)
+    out = policy(["user : is a b ? assistant :", "user : x ? assistant :"], num_samples=3, greedy=False)
+    assert len(out) == 2 and all(len(o) == 3 and all(isinstance(s, str) for s in o) for o in out)
+    ids = torch.tensor([[tok.convert_tokens_to_ids("<think>"), tok.eos_token_id, 0]])
+    assert decode_completions(tok, ids, torch.tensor([[True, True, False]])) == ["<think>"]

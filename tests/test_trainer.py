@@ -1,0 +1,223 @@
+"""GRPO trainer and warm start: learning signal, exact resume, the collapse guard, bad input."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from hyperr1.hierarchy import Hierarchy
+from hyperr1.model import build_policy
+from hyperr1.sft import SFTConfig, sft_loss, train_sft
+from hyperr1.splits import TasksConfig, build_splits
+from hyperr1.tokenizer import build_tokenizer
+from hyperr1.trainer import GRPOConfig, GRPOTrainer
+
+SMALL_MODEL = dict(d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, head_dim=4)
+TIMING = ("time/step_s", "time/sample_s")
+
+
+@pytest.fixture(scope="module")
+def world():
+    """A 40-node tree, its splits and tokenizer, and a briefly warm-started tiny policy."""
+    h = Hierarchy.balanced_tree(3, 3)
+    splits, _ = build_splits(h, TasksConfig(n_train_is_a=100, n_train_ancestor_k=50, n_train_lca=50, n_test=20))
+    tok = build_tokenizer(h)
+    torch.manual_seed(0)
+    model = build_policy(len(tok), **SMALL_MODEL)
+    history = train_sft(model, tok, splits["warm_start"], SFTConfig(epochs=8, batch_size=32, lr=1e-2), progress=False)
+    return h, splits, tok, model, history
+
+
+def grpo_cfg(**kw) -> GRPOConfig:
+    base = dict(
+        steps=4,
+        prompts_per_step=4,
+        num_generations=4,
+        max_completion_length=24,
+        lr=3e-3,
+        eval_every=0,
+        eval_examples=8,
+        checkpoint_every=2,
+        guard_warmup=2,
+    )
+    return GRPOConfig(**{**base, **kw})
+
+
+def run(world, out, cfg, *, resume=False, callbacks=(), model=None):
+    h, splits, tok, warm, _ = world
+    model = model or copy.deepcopy(warm)
+    trainer = GRPOTrainer(
+        model,
+        tok,
+        splits["train"],
+        h,
+        cfg,
+        out,
+        ref_model=warm,
+        eval_splits={"test_unseen_pair": splits["test_unseen_pair"]},
+        callbacks=callbacks,
+        progress=False,
+    )
+    return trainer, trainer.train(resume=resume)
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_warm_start_lowers_the_loss_and_learns_the_format(world):
+    h, splits, tok, model, history = world
+    assert history[-1]["sft/loss"] < 0.5 * history[0]["sft/loss"]
+    loss, n = sft_loss(model, tok, splits["warm_start"][:16])
+    assert math.isfinite(loss.item()) and n > 16
+
+
+def test_grpo_runs_and_logs_every_metric(world, tmp_path):
+    trainer, rows = run(world, tmp_path, grpo_cfg(eval_every=2))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in (
+        "loss/total",
+        "loss/policy",
+        "loss/kl",
+        "reward/total",
+        "reward/accuracy",
+        "reward/format",
+        "grpo/zero_std_frac",
+        "grpo/kl",
+        "grpo/clip_frac",
+        "completion/length",
+        "policy/entropy",
+        "rate/format",
+        "rate/reflection",
+        "curriculum/max_hops",
+        "optim/lr",
+        "guard/episodes",
+    ):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    assert "eval/test_unseen_pair/accuracy" in rows[1] and "eval/test_unseen_pair/accuracy" not in rows[0]
+    assert rows[0]["loss/kl"] == pytest.approx(0.0, abs=1e-6)  # π_θ = π_ref before the first update
+    on_disk = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert strip(on_disk) == strip(rows)
+    assert (tmp_path / "samples.jsonl").read_text().strip()
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["step_000002", "step_000004"]  # keep_checkpoints=2
+
+
+def test_one_grpo_step_moves_probability_towards_positive_advantages(world, tmp_path, monkeypatch):
+    """With μ = 1 and β = 0 the update is the policy gradient: Σ_i Â_i Δ log π(o_i) > 0 after one step."""
+    import hyperr1.trainer as trainer_module
+
+    h, splits, tok, warm, _ = world
+    model = copy.deepcopy(warm)
+    trainer = GRPOTrainer(model, tok, splits["train"], h, grpo_cfg(beta=0.0, lr=3e-3), tmp_path, progress=False)
+    seen = {}
+    real_forward, real_loss = trainer.logprob_fn.forward, trainer_module.grpo_loss
+
+    def spy_forward(ids, amask, tokens, g, temperature):
+        seen.update(ids=ids, amask=amask, tokens=tokens, g=g)
+        return real_forward(ids, amask, tokens, g, temperature)
+
+    def spy_loss(logprobs, old, advantages, mask, **kw):
+        seen.update(before=logprobs.detach(), advantages=advantages, mask=mask.float())
+        return real_loss(logprobs, old, advantages, mask, **kw)
+
+    trainer.logprob_fn.forward = spy_forward
+    monkeypatch.setattr(trainer_module, "grpo_loss", spy_loss)
+    trainer.step()
+    adv = seen["advantages"]
+    assert adv.abs().sum() > 0, "the batch had no learning signal; pick another seed"
+    with torch.no_grad():
+        after = model.completion_logprobs(seen["ids"], seen["amask"], seen["tokens"], num_samples=seen["g"])
+    delta = ((after - seen["before"]) * seen["mask"]).sum(1)  # Δ log π(o_i), (N,)
+    assert float((adv * delta).sum()) > 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(world, tmp_path):
+    """Kill a run during step 4 (rows 1-3 on disk, last checkpoint at step 2), resume it: the rows
+    after the checkpoint are recomputed and every metric equals the uninterrupted run's."""
+    cfg = grpo_cfg(steps=5, checkpoint_every=2, eval_every=2)
+    _, full = run(world, tmp_path / "full", cfg)
+
+    def crash(trainer, row):
+        if row["step"] == 4:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(world, tmp_path / "cut", cfg, callbacks=[crash])
+    on_disk = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in on_disk] == [1, 2, 3]
+    _, resumed = run(world, tmp_path / "cut", cfg, resume=True)
+    assert strip(resumed) == strip(full)
+    on_disk = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert strip(on_disk) == strip(full)
+
+
+def test_resume_without_a_checkpoint_is_an_error(world, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run(world, tmp_path, grpo_cfg(), resume=True)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(world, tmp_path):
+    trainer, _ = run(world, tmp_path, grpo_cfg(steps=2))
+    ckpt = trainer.latest_checkpoint()
+    (ckpt / "state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        trainer.load_checkpoint(ckpt)
+
+
+def test_collapse_guard_rolls_back_a_forced_collapse(world, tmp_path):
+    """At step 3 the policy is broken (every completion becomes `</s>`): the KL to the reference jumps
+    (and the format rate falls), the guard records an episode of `patience` steps, rolls back to the
+    step-2 checkpoint and halves the learning rate; the run then finishes normally."""
+    fired = []
+
+    def break_the_policy(trainer, row):
+        if row["step"] == 3 and not fired:
+            fired.append(True)
+            with torch.no_grad():
+                trainer.model.head.bias[trainer.tokenizer.eos_token_id] += 1e4
+
+    cfg = grpo_cfg(steps=6, guard_patience=2, guard_warmup=1, guard_lr_factor=0.5)
+    trainer, rows = run(world, tmp_path, cfg, callbacks=[break_the_policy])
+    episodes = [json.loads(line) for line in (tmp_path / "collapses.jsonl").read_text().splitlines()]
+    assert len(episodes) == 1
+    ep = episodes[0]
+    assert ep["start_step"] == 4 and ep["length"] == 2 and ep["rolled_back_to"] == 2
+    assert any("KL spike" in r for r in ep["reasons"]) and ep["lr_scale"] == 0.5
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["guard/rollbacks"] == 1
+    assert trainer.optimizer.param_groups[-1]["lr"] == pytest.approx(cfg.lr * 0.5)
+    assert rows[-1]["rate/format"] > 0
+
+
+def test_non_finite_weights_roll_back_at_once(world, tmp_path):
+    fired = []
+
+    def poison(trainer, row):
+        if row["step"] == 2 and not fired:
+            fired.append(True)
+            with torch.no_grad():
+                trainer.model.projection.linear.weight[0, 0] = float("nan")
+
+    trainer, rows = run(world, tmp_path, grpo_cfg(steps=4, checkpoint_every=1), callbacks=[poison])
+    episodes = [json.loads(line) for line in (tmp_path / "collapses.jsonl").read_text().splitlines()]
+    assert len(episodes) == 1 and episodes[0]["length"] == 1 and "non-finite loss" in episodes[0]["reasons"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_bad_configs_are_rejected(world, tmp_path):
+    for bad, match in [
+        (dict(loss_type="ppo"), "unknown loss_type"),
+        (dict(scale_rewards="max"), "unknown scale_rewards"),
+        (dict(num_generations=1), "num_generations"),
+        (dict(temperature=0.0), "temperature"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            run(world, tmp_path, grpo_cfg(**bad))
