@@ -62,8 +62,14 @@ def main() -> None:
     except ImportError:
         result["gensim"] = "not installed (pip install gensim)"
     else:
-        g = run_gensim(h, index, target=args.target, epochs_per_round=args.gensim_epochs,
-                       budget_s=args.gensim_budget, seed=args.seed)
+        g = run_gensim(
+            h,
+            index,
+            target=args.target,
+            epochs_per_round=args.gensim_epochs,
+            budget_s=args.gensim_budget,
+            seed=args.seed,
+        )
         result["gensim_seconds"] = g["seconds_to_target"]
         result["gensim_history"] = g["history"]
         if g["seconds_to_target"] and ours_s:

@@ -63,8 +63,12 @@ def main() -> None:
     def naive_logits():
         return -ball.dist(x[:, None, :], protos[None, :, :])  # (N, K, d) broadcast
 
-    cases = {"linear": lambda: linear(xe), "head": lambda: head(x), "head_compiled": lambda: compiled(x),
-             "naive": naive_logits}
+    cases = {
+        "linear": lambda: linear(xe),
+        "head": lambda: head(x),
+        "head_compiled": lambda: compiled(x),
+        "naive": naive_logits,
+    }
     results = {}
     for loss_name, backward in {
         "upstream_grad": lambda out: out.backward(upstream),

@@ -86,8 +86,16 @@ def ball(c: float = 1.0, *, learnable: bool = False, boundary_eps: float | None 
 
 
 def expmap0(v: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """exp₀(v) = tanh(√c‖v‖) v / (√c‖v‖), projected into the ball (geoopt)."""
-    return geoopt.manifolds.stereographic.math.expmap0(v, k=-_as_c(c, v))
+    """exp₀(v) = tanh(√c‖v‖) v / (√c‖v‖), projected into the ball as geoopt's ``expmap0``.
+
+    The same values as geoopt's (a test checks), written out because geoopt's TorchScript
+    version costs three times as much per call on the small batches of a decoding step.
+    """
+    c = _as_c(c, v)
+    sqrt_c = c.sqrt()
+    # guard: exp₀(0) = 0; the clamp avoids 0/0 and matches geoopt's min norm
+    n = v.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    return project(torch.tanh(sqrt_c * n) * (v / (sqrt_c * n)), c=c)
 
 
 def logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
@@ -96,8 +104,15 @@ def logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
 
 
 def project(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """Project onto the ball of radius (1 − ε)/√c with geoopt's dtype-dependent ε."""
-    return geoopt.manifolds.stereographic.math.project(x, k=-_as_c(c, x))
+    """Project onto the ball of radius (1 − ε)/√c with geoopt's dtype-dependent ε (4e-3 for
+    float32, 1e-5 for float64): points inside stay, points beyond move radially onto it."""
+    c = _as_c(c, x)
+    max_norm = (1 - _BALL_EPS.get(x.dtype, 1e-5)) / c.sqrt()
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)  # guard: 0/0 at the origin
+    return torch.where(norm > max_norm, x / norm * max_norm, x)
+
+
+_BALL_EPS = {torch.float32: 4e-3}  # geoopt's boundary margin by dtype (1e-5 for every other dtype)
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
@@ -147,18 +162,42 @@ def _pair_factors(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[to
     ‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x, y⟩, so appending the squared norm and a column of ones turns
     the numerator into one matrix product, and the conformal factors scale rows of each side.
     """
+    return _left_factor(x, c), _right_factor(y, c)
+
+
+# guard (both factors): points from outside the ball (or exactly on its boundary) would flip the
+# sign of the conformal factor; geoopt's projx keeps ‖x‖ ≤ (1 − 4e-3)/√c in float32, so the floor
+# only acts on invalid input, where it yields a large but finite distance.
+
+
+def _left_factor(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """A = [x, ‖x‖², 1] · c / (1 − c‖x‖²), (N, d+2)."""
     x2 = x.pow(2).sum(-1, keepdim=True)  # (N, 1)
+    ux = c / (1 - c * x2).clamp_min(torch.finfo(x.dtype).eps)  # (N, 1)
+    return torch.cat([x, x2, torch.ones_like(x2)], dim=-1) * ux
+
+
+def _right_factor(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """B = [−2y, 1, ‖y‖²] / (1 − c‖y‖²), (M, d+2)."""
     y2 = y.pow(2).sum(-1, keepdim=True)  # (M, 1)
-    # guard: points from outside the ball (or exactly on its boundary) would flip the sign of
-    # the conformal factor; geoopt's projx keeps ‖x‖ ≤ (1 − 4e-3)/√c in float32, so the floor
-    # only acts on invalid input, where it yields a large but finite distance.
-    floor = torch.finfo(x.dtype).eps
-    ux = c / (1 - c * x2).clamp_min(floor)  # (N, 1)
-    vy = 1 / (1 - c * y2).clamp_min(floor)  # (M, 1)
-    ones_x, ones_y = torch.ones_like(x2), torch.ones_like(y2)
-    a = torch.cat([x, x2, ones_x], dim=-1) * ux  # (N, d+2)
-    b = torch.cat([-2 * y, ones_y, y2], dim=-1) * vy  # (M, d+2)
-    return a, b
+    vy = 1 / (1 - c * y2).clamp_min(torch.finfo(y.dtype).eps)  # (M, 1)
+    return torch.cat([-2 * y, torch.ones_like(y2), y2], dim=-1) * vy
+
+
+class DistanceLogits:
+    """Inference-only α · d_c(x, p_j) + b_j against fixed points p (e.g. a head's prototypes while
+    sampling): the prototypes' factor B is built once (and stored transposed, contiguous), each call
+    costs one matrix product and the in-place elementwise pass; values agree with
+    :func:`distance_logits` to float rounding of the matrix product."""
+
+    def __init__(self, y: torch.Tensor, *, c, alpha=1.0, bias: torch.Tensor | None = None):
+        self.c = _as_c(c, y).detach()
+        self.b_t = _right_factor(y.detach(), self.c).T.contiguous()  # (d+2, M): contiguous is faster
+        self.alpha = (torch.as_tensor(alpha, dtype=y.dtype, device=y.device) / self.c.sqrt()).detach()
+        self.bias = None if bias is None else bias.detach()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) → (N, M)
+        return _arcosh_affine_inplace(_left_factor(x, self.c) @ self.b_t, self.alpha, self.bias)
 
 
 def _arcosh_affine_elementwise(
@@ -251,7 +290,18 @@ def distance_logits(
     a, b = _pair_factors(x, y, c)
     # acosh(1 + 2w)/√c is the distance, so fold 1/√c into the scalar α
     alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
+    if not torch.is_grad_enabled() and kernel == "eager":
+        return _arcosh_affine_inplace(a @ b.T, alpha, bias)  # inference (sampling): no autograd
     return _ArcoshAffine.apply(a, b, alpha, bias, kernel)
+
+
+def _arcosh_affine_inplace(w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """α · acosh(1 + 2w) + b computed in place on w: bit for bit the values of :class:`_ArcoshAffine`'s
+    forward with fewer passes and temporaries, for inference, where nothing is kept for backward."""
+    w.clamp_min_(0)  # guard: as in _arcosh_affine_elementwise, cancellation can make w slightly negative
+    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), same rounding as the autograd path
+    d = root.add_(w).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²)))
+    return d.mul_(alpha) if bias is None else torch.addcmul(bias, d, alpha)
 
 
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor = 1.0) -> torch.Tensor:

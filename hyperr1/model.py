@@ -116,6 +116,18 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
     return logits
 
 
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of ``probs`` (N, V) by inverting the CDF with a single uniform per row.
+
+    Same distribution as ``torch.multinomial(probs, 1)``, which on the CPU draws V exponentials
+    per row and was a quarter of a GRPO step. Zero-probability tokens have empty CDF intervals and
+    are never drawn.
+    """
+    cdf = probs.cumsum(-1)  # (N, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # (N,)
+
+
 class HyperR1PreTrainedModel(PreTrainedModel):
     config_class = HyperR1Config
     base_model_prefix = "model"
@@ -238,6 +250,15 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
 
     # ---------------------------------------------------------------- lean path
 
+    def _inference_head(self):
+        """:meth:`logits` for a run of decoding steps: the prototypes' half of the distance
+        computation is built once (:class:`hyperr1.geometry.DistanceLogits`), same values."""
+        head = self.head
+        if self.config.head != "poincare" or head.squared or head.kernel != "eager":
+            return self.logits
+        fixed = geometry.DistanceLogits(head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias)
+        return lambda hidden: fixed(self.projection(hidden))  # (N, D) → (N, V)
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, S, D) of the prompts."""
         return self.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -264,7 +285,9 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         attention, GELU MLP) written against its weights. With ``cache`` (per layer, preallocated
         keys and values (N, H, T_max, d_h)) the new keys/values are written at ``start`` and the
         queries attend to every cached position before them; without it, causal attention over
-        ``tokens`` alone (training). ``enc_mask`` (N, 1, 1, S) is True at real prompt tokens.
+        ``tokens`` alone (training). ``cross_kv`` holds one (B, H, S, d_h) pair per layer for the
+        B prompts, whose N/B samples are consecutive rows of ``tokens``; ``enc_mask`` (B, 1, 1, S)
+        is True at real prompt tokens.
         """
         dec = self.model.decoder
         n, length = tokens.shape
@@ -275,7 +298,9 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         x = dec.layernorm_embedding(x)
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
-            q, k, v = (_heads(proj(x), sa.num_heads) for proj in (sa.q_proj, sa.k_proj, sa.v_proj))
+            w_qkv = torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight])  # one matmul for q, k, v
+            b_qkv = torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])
+            q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
             if cache is not None:
                 k_all, v_all = cache[i]
                 k_all[:, :, start : start + length] = k
@@ -285,8 +310,14 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             a = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
             x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(a)))
             ca = layer.encoder_attn
-            ck, cv = cross_kv[i]
-            a = F.scaled_dot_product_attention(_heads(ca.q_proj(x), ca.num_heads), ck, cv, attn_mask=enc_mask)
+            ck, cv = cross_kv[i]  # (B, H, S, d_h): once per prompt, shared by its G samples
+            q = _heads(ca.q_proj(x), ca.num_heads)  # (N, H, L, d_h), N = B·G
+            b, h, _, d_h = ck.shape
+            g = n // b
+            # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
+            q = q.view(b, g, h, length, d_h).transpose(1, 2).reshape(b, h, g * length, d_h)
+            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
+            a = a.view(b, h, g, length, d_h).transpose(1, 2).reshape(n, h, length, d_h)
             x = layer.encoder_attn_layer_norm(x + ca.out_proj(_merge(a)))
             x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
         return x
@@ -294,13 +325,9 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
     def _prepare(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Encode each prompt once and repeat its cross keys/values for its ``num_samples`` rows."""
+        """Encode each prompt once; its cross keys/values serve all its ``num_samples`` rows."""
         enc = self.encode(input_ids, attention_mask)  # (B, S, D)
-        cross_kv = [
-            (k.repeat_interleave(num_samples, 0), v.repeat_interleave(num_samples, 0)) for k, v in self._cross_kv(enc)
-        ]
-        enc_mask = attention_mask.bool()[:, None, None, :].repeat_interleave(num_samples, 0)  # (N, 1, 1, S)
-        return cross_kv, enc_mask
+        return self._cross_kv(enc), attention_mask.bool()[:, None, None, :]  # [(B, H, S, d_h)] per layer, (B, 1, 1, S)
 
     def completion_logprobs(
         self,
@@ -355,7 +382,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
         cfg = self.config
         cross_kv, enc_mask = self._prepare(input_ids, attention_mask, num_samples)
-        n, device = enc_mask.shape[0], input_ids.device
+        n, device = enc_mask.shape[0] * num_samples, input_ids.device
         heads, d_h = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
         cache = [
             (
@@ -364,20 +391,22 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             )
             for _ in range(cfg.decoder_layers)
         ]
+        head = self._inference_head()
         tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros(n, max_new_tokens, device=device)
         mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         for t in range(max_new_tokens):
-            logits = self.logits(self._decode(last, t, cross_kv, enc_mask, cache))[:, -1]  # (N, V)
+            logits = head(self._decode(last, t, cross_kv, enc_mask, cache)[:, -1])  # (N, V)
             logits = logits.float() / (1.0 if greedy else temperature)
             logp_all = logits.log_softmax(-1)
             if greedy:
                 nxt = logits.argmax(-1)
             else:
-                probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1)
-                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+                filtered = top_k > 0 or top_p < 1.0
+                probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
+                nxt = sample_categorical(probs, generator)  # (N,)
             nxt = nxt.masked_fill(done, cfg.pad_token_id)
             tokens[:, t] = nxt
             logprobs[:, t] = logp_all.gather(-1, nxt[:, None]).squeeze(-1).masked_fill(done, 0.0)

@@ -57,7 +57,7 @@ class PoincareProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
         v = geometry.clip_features(self.linear(x), self.clip_r)
-        return self.ball.expmap0(v)
+        return geometry.expmap0(v, c=self.ball.c)
 
     def extra_repr(self) -> str:
         return f"clip_r={self.clip_r}"

@@ -434,7 +434,8 @@ class GRPOTrainer:
         return row
 
     def _finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        norms = torch._foreach_norm([p.detach() for p in self.model.parameters()])  # one fused call
+        return bool(torch.stack(norms).isfinite().all())
 
     def _update_curriculum(self, accuracy: float) -> None:
         self.recent_accuracy.append(accuracy)

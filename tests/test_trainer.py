@@ -125,9 +125,12 @@ def test_one_grpo_step_moves_probability_towards_positive_advantages(world, tmp_
 
     trainer.logprob_fn.forward = spy_forward
     monkeypatch.setattr(trainer_module, "grpo_loss", spy_loss)
-    trainer.step()
-    adv = seen["advantages"]
-    assert adv.abs().sum() > 0, "the batch had no learning signal; pick another seed"
+    for _ in range(10):  # the first step whose batch has a learning signal (not every group tied)
+        trainer.step()
+        adv = seen["advantages"]
+        if adv.abs().sum() > 0:
+            break
+    assert adv.abs().sum() > 0, "ten batches without a learning signal"
     with torch.no_grad():
         after = model.completion_logprobs(seen["ids"], seen["amask"], seen["tokens"], num_samples=seen["g"])
     delta = ((after - seen["before"]) * seen["mask"]).sum(1)  # Δ log π(o_i), (N,)

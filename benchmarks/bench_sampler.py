@@ -1,0 +1,100 @@
+"""Sampling speed: hyperr1's KV-cache sampler against ``transformers``' ``model.generate()``.
+
+Same model (the default policy: width 64, 2 + 2 layers, Poincaré head, randomly initialised), same
+batch (8 shipped ``mammals`` prompts × 8 samples), same number of new tokens, in one process; medians
+of repeated runs after a warm-up, printed as a ratio. ``generate()`` gets ``min_new_tokens`` so that
+both decode exactly ``--new-tokens`` tokens per sequence (a random model almost never ends early).
+
+    python benchmarks/bench_sampler.py [--repeats 10] [--new-tokens 32] [--head poincare|euclidean]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from hyperr1.hierarchy import load_hierarchy
+from hyperr1.model import build_policy, count_parameters
+from hyperr1.splits import TasksConfig, build_splits
+from hyperr1.tokenizer import build_tokenizer
+
+
+def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--head", default="poincare")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    h = load_hierarchy("mammals")
+    tok = build_tokenizer(h)
+    splits, _ = build_splits(h, TasksConfig())
+    enc = tok([ex.prompt for ex in splits["train"][: args.prompts]], padding=True, return_tensors="pt")
+    model = build_policy(len(tok), head=args.head).eval()
+    n_tok = args.new_tokens
+
+    def ours_sample():
+        out = model.sample(enc.input_ids, enc.attention_mask, num_samples=args.samples, max_new_tokens=n_tok)
+        assert out.tokens.shape[1] == n_tok
+
+    @torch.no_grad()
+    def hf_sample():
+        out = model.generate(
+            input_ids=enc.input_ids,
+            attention_mask=enc.attention_mask,
+            do_sample=True,
+            top_k=0,
+            num_return_sequences=args.samples,
+            max_new_tokens=n_tok,
+            min_new_tokens=n_tok,
+        )
+        assert out.shape[1] == n_tok + 1  # the start token and the new tokens
+
+    def ours_greedy():
+        model.sample(enc.input_ids, enc.attention_mask, greedy=True, max_new_tokens=n_tok)
+
+    @torch.no_grad()
+    def hf_greedy():
+        model.generate(
+            input_ids=enc.input_ids,
+            attention_mask=enc.attention_mask,
+            do_sample=False,
+            max_new_tokens=n_tok,
+            min_new_tokens=n_tok,
+        )
+
+    res = {
+        "machine": f"{platform.machine()} cpus={os.cpu_count()} threads={torch.get_num_threads()}",
+        "load_average_at_start": os.getloadavg()[0],
+        "params": count_parameters(model),
+        "batch": f"{args.prompts} prompts x {args.samples} samples, {n_tok} new tokens, prompt length "
+        f"{enc.input_ids.shape[1]}",
+    }
+    for name, ours, theirs in [("sample", ours_sample, hf_sample), ("greedy", ours_greedy, hf_greedy)]:
+        t_ours, t_hf = median_seconds(ours, args.repeats), median_seconds(theirs, args.repeats)
+        res[name] = {"hyperr1_s": t_ours, "generate_s": t_hf, "speedup": t_hf / t_ours}
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

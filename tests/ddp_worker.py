@@ -1,0 +1,63 @@
+"""Worker for tests/test_distributed.py: GRPO under ``torchrun --nproc_per_node=2`` on a tiny tree.
+
+Each rank writes ``rank<r>.json``: its prompts and rewards of every step and a digest of its
+parameters after training, so the test can check sharding, cross-rank statistics and DDP sync.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from hyperr1.hierarchy import Hierarchy
+from hyperr1.model import build_policy
+from hyperr1.sft import SFTConfig, train_sft
+from hyperr1.splits import TasksConfig, build_splits
+from hyperr1.tokenizer import build_tokenizer
+from hyperr1.trainer import GRPOConfig, GRPOTrainer, init_distributed, world
+
+
+def main(out: Path) -> None:
+    assert init_distributed(), "run me under torchrun"
+    rank, size = world()
+    torch.set_num_threads(1)
+    h = Hierarchy.balanced_tree(3, 3)
+    splits, _ = build_splits(h, TasksConfig(n_train_is_a=100, n_train_ancestor_k=50, n_train_lca=50, n_test=20))
+    tok = build_tokenizer(h)
+    torch.manual_seed(0)
+    model = build_policy(len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, head_dim=4)
+    train_sft(model, tok, splits["warm_start"], SFTConfig(epochs=4, batch_size=32, lr=1e-2), progress=False)
+    cfg = GRPOConfig(
+        steps=3,
+        prompts_per_step=4,
+        num_generations=4,
+        max_completion_length=24,
+        lr=3e-3,
+        eval_every=0,
+        checkpoint_every=3,
+        scale_rewards="batch",
+        loss_type="dapo",
+    )
+    trainer = GRPOTrainer(model, tok, splits["train"], h, cfg, out / "run", progress=False)
+    record = {"prompts": [], "rewards": []}
+    real_prompts, real_reward = trainer._prompts, trainer.reward_total
+
+    def prompts():
+        batch = real_prompts()
+        record["prompts"].append([ex.prompt for ex in batch])
+        return batch
+
+    def reward(texts, **kw):
+        r = real_reward(texts, **kw)
+        record["rewards"].append(r)
+        return r
+
+    trainer._prompts, trainer.reward_total = prompts, reward
+    rows = trainer.train()
+    digest = [float(p.detach().double().sum()) for p in model.parameters()]
+    (out / f"rank{rank}.json").write_text(json.dumps({**record, "digest": digest, "rows": rows, "world": size}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
