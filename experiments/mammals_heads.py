@@ -4,7 +4,8 @@ Every run is the full pipeline of ``hyperr1 train`` (warm start → GRPO → hel
 queries with ≥ 3 hops) from ``experiments/configs/mammals_<head>.toml`` with ``model.head_dim`` and
 ``seed`` overridden. Runs go to ``runs/mammals_heads/<head>_d<dim>_s<seed>/``; a finished run (one
 with ``results.json``) is skipped, so the script can be stopped and restarted. The collected
-numbers go to ``results/mammals_heads/runs.jsonl`` and ``table.md``.
+numbers go to ``results/mammals_heads/runs.jsonl`` and ``table.md``, and a thinned copy of each
+run's training curves to ``results/mammals_heads/curves/<run>.jsonl`` (for the figures).
 
     python experiments/mammals_heads.py [--seeds 0 1 2] [--dims 2 8 32] [--heads poincare euclidean]
 """
@@ -23,7 +24,26 @@ CONFIGS = Path(__file__).parent / "configs"
 SPLITS = ("test_unseen_pair", "test_unseen_subject")
 
 
-def run_all(seeds, dims, heads, runs: Path, quiet: bool) -> list[dict]:
+CURVE_KEYS = ("reward/total", "reward/accuracy", "rate/format", "grpo/kl", "curriculum/max_hops")
+
+
+def export_curves(metrics: Path, out: Path, every: int = 10) -> None:
+    """A small copy of a run's metrics for the figures: means of CURVE_KEYS over blocks of
+    ``every`` steps (labelled by the block's last step) and every evaluation row's accuracies."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    lines = []
+    for i in range(0, len(rows) - every + 1, every):
+        block = rows[i : i + every]
+        lines.append({"step": block[-1]["step"], **{k: statistics.fmean(r[k] for r in block) for k in CURVE_KEYS}})
+    for r in rows:
+        evals = {k: v for k, v in r.items() if k.startswith("eval/") and "@" not in k and k.endswith("/accuracy")}
+        if evals:
+            lines.append({"step": r["step"], **evals})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda x: x["step"])))
+
+
+def run_all(seeds, dims, heads, runs: Path, quiet: bool, curves: Path) -> list[dict]:
     rows = []
     for seed in seeds:
         for dim in dims:
@@ -43,6 +63,7 @@ def run_all(seeds, dims, heads, runs: Path, quiet: bool) -> list[dict]:
                     )
                     run_train(cfg, progress=not quiet)
                 res = json.loads(done.read_text())
+                export_curves(runs / name / "grpo" / "metrics.jsonl", curves / f"{name}.jsonl")
                 for phase in ("warm_start", "grpo"):
                     for split in SPLITS:
                         m = res[phase][split]
@@ -109,7 +130,7 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=Path("results/mammals_heads"))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    rows = run_all(args.seeds, args.dims, args.heads, args.runs, args.quiet)
+    rows = run_all(args.seeds, args.dims, args.heads, args.runs, args.quiet, args.results / "curves")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     md = table(rows)

@@ -184,12 +184,14 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         return model
 
     def restore_manifold_parameters(self) -> None:
-        """Rewrap the Poincaré head's prototypes as a ``ManifoldParameter`` on its ball."""
+        """Rewrap the Poincaré head's prototypes as a ``ManifoldParameter`` on its ball and
+        freeze the curvature again unless ``learn_curvature``."""
         if self.config.head != "poincare":
             return
+        ball = self.head.ball  # the loader also makes every tensor trainable, a fixed c included
+        ball.isp_c.requires_grad_(bool(self.config.learn_curvature))
         p = self.head.prototypes
         if not isinstance(p, geoopt.ManifoldParameter):
-            ball = self.head.ball
             self.head.prototypes = geoopt.ManifoldParameter(p.detach(), manifold=ball, requires_grad=p.requires_grad)
 
     # ---------------------------------------------------------------- Hugging Face interface
@@ -278,6 +280,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
         enc_mask: torch.Tensor,
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Decoder states (N, L, D) of ``tokens`` (N, L) at positions start..start+L−1.
 
@@ -287,7 +290,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         queries attend to every cached position before them; without it, causal attention over
         ``tokens`` alone (training). ``cross_kv`` holds one (B, H, S, d_h) pair per layer for the
         B prompts, whose N/B samples are consecutive rows of ``tokens``; ``enc_mask`` (B, 1, 1, S)
-        is True at real prompt tokens.
+        is True at real prompt tokens. ``qkv`` optionally holds :meth:`_fused_qkv` for a run of steps.
         """
         dec = self.model.decoder
         n, length = tokens.shape
@@ -296,11 +299,10 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         pos = torch.arange(start, start + length, device=tokens.device) + dec.embed_positions.offset
         x = dec.embed_tokens(tokens) + dec.embed_positions.weight[pos]  # (N, L, D); embed_scale inside
         x = dec.layernorm_embedding(x)
+        qkv = qkv or self._fused_qkv()
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
-            w_qkv = torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight])  # one matmul for q, k, v
-            b_qkv = torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])
-            q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+            q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, *qkv[i]).chunk(3, dim=-1))
             if cache is not None:
                 k_all, v_all = cache[i]
                 k_all[:, :, start : start + length] = k
@@ -311,16 +313,28 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(a)))
             ca = layer.encoder_attn
             ck, cv = cross_kv[i]  # (B, H, S, d_h): once per prompt, shared by its G samples
-            q = _heads(ca.q_proj(x), ca.num_heads)  # (N, H, L, d_h), N = B·G
             b, h, _, d_h = ck.shape
             g = n // b
             # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
-            q = q.view(b, g, h, length, d_h).transpose(1, 2).reshape(b, h, g * length, d_h)
+            q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
             a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
-            a = a.view(b, h, g, length, d_h).transpose(1, 2).reshape(n, h, length, d_h)
-            x = layer.encoder_attn_layer_norm(x + ca.out_proj(_merge(a)))
+            a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
+            x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
             x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
         return x
+
+    def _fused_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the stacked self-attention projections [W_q; W_k; W_v] and biases."""
+        fused = []
+        for layer in self.model.decoder.layers:
+            sa = layer.self_attn
+            fused.append(
+                (
+                    torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),  # (3D, D)
+                    torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias]),
+                )
+            )
+        return fused
 
     def _prepare(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
@@ -391,14 +405,14 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             )
             for _ in range(cfg.decoder_layers)
         ]
-        head = self._inference_head()
+        head, qkv = self._inference_head(), self._fused_qkv()
         tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros(n, max_new_tokens, device=device)
         mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         for t in range(max_new_tokens):
-            logits = head(self._decode(last, t, cross_kv, enc_mask, cache)[:, -1])  # (N, V)
+            logits = head(self._decode(last, t, cross_kv, enc_mask, cache, qkv)[:, -1])  # (N, V)
             logits = logits.float() / (1.0 if greedy else temperature)
             logp_all = logits.log_softmax(-1)
             if greedy:
@@ -429,6 +443,19 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     """(N, H, L, d_h) → (N, L, H·d_h)."""
     n, h, length, d_h = x.shape
     return x.transpose(1, 2).reshape(n, length, h * d_h)
+
+
+def save_policy(model: HyperR1ForConditionalGeneration, path) -> None:
+    """``save_pretrained`` without Hugging Face's per-shard progress bar (runs save often)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -494,4 +521,5 @@ __all__ = [
     "count_parameters",
     "decode_completions",
     "filter_logits",
+    "save_policy",
 ]

@@ -161,10 +161,13 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         key, raw = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare word is a string
+        if raw.strip().lower() in ("none", "null"):
+            value = None  # TOML has no null; "none" resets an optional field
+        else:
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw  # a bare word is a string
         *parents, leaf = key.strip().split(".")
         table = values
         for p in parents:
@@ -217,7 +220,10 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
     else:
         model = HyperR1ForConditionalGeneration(cfg.model.hf_config(len(tokenizer)))
         if rank == 0:
-            train_sft(model, tokenizer, splits["warm_start"], cfg.sft, out=warm_dir, progress=progress)
+            monitor = _greedy_monitor(tokenizer, held_out, h, cfg.grpo.eval_examples, cfg.grpo.max_completion_length)
+            train_sft(
+                model, tokenizer, splits["warm_start"], cfg.sft, out=warm_dir, evaluate_fn=monitor, progress=progress
+            )
         _sync_from_disk(model, warm_dir / "model")
 
     policy = TextPolicy(model, tokenizer, max_new_tokens=cfg.grpo.max_completion_length, seed=cfg.eval.seed)
@@ -252,6 +258,21 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
         results["rollbacks"] = trainer.rollbacks
         write_json(run / "results.json", results)
     return results
+
+
+def _greedy_monitor(tokenizer, held_out: dict, h, n: int, max_new_tokens: int):
+    """The warm start's periodic evaluation: greedy accuracy and format on ``n`` held-out examples per split."""
+    from hyperr1.evaluate import flat_metrics
+    from hyperr1.trainer import eval_subset
+
+    splits = {name: eval_subset(exs, n) for name, exs in held_out.items()}
+
+    def monitor(model) -> dict:
+        policy = TextPolicy(model, tokenizer, max_new_tokens=max_new_tokens)
+        flat = flat_metrics(evaluate(policy, splits, h, EvalConfig(k=0, n_logged=0)))
+        return {k: v for k, v in flat.items() if "@" not in k and k.rsplit("/", 1)[-1] in ("accuracy", "format")}
+
+    return monitor
 
 
 def _sync_from_disk(model: HyperR1ForConditionalGeneration, path: Path) -> None:

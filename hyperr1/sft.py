@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperr1.model import HyperR1ForConditionalGeneration
+from hyperr1.model import HyperR1ForConditionalGeneration, save_policy
 from hyperr1.optim import riemannian_optimizer
 from hyperr1.tasks import TaskExample
 
@@ -41,6 +41,7 @@ class SFTConfig:
     weight_decay: float = 0.0  # decoupled weight decay of the Euclidean parameters
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     eval_every: int = 10  # epochs between evaluations (0: only at the end)
+    checkpoint_every: int = 10  # epochs between saves of the model to <out>/model (0: only at the end)
     seed: int = 0  # seed of the example order
 
     def validate(self) -> None:
@@ -88,7 +89,8 @@ def train_sft(
     """Warm-start ``model`` in place; returns one metrics row per epoch (also ``out/metrics.jsonl``).
 
     ``evaluate_fn(model) -> dict`` runs every ``eval_every`` epochs and after the last; its
-    values join that epoch's row. With ``out`` the final model is saved to ``out/model``.
+    values join that epoch's row. With ``out`` the model is saved to ``out/model`` every
+    ``checkpoint_every`` epochs and after the last.
     """
     cfg.validate()
     if not examples:
@@ -131,7 +133,7 @@ def train_sft(
         if out is not None:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
+                save_policy(model, out / "model")
     bar.close()
-    if out is not None:
-        model.save_pretrained(out / "model")
     return history

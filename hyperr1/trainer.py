@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from hyperr1.evaluate import EvalConfig, evaluate, flat_metrics
 from hyperr1.grpo import LOSS_TYPES, SCALE_REWARDS, group_advantages, grpo_loss
 from hyperr1.hierarchy import Hierarchy
-from hyperr1.model import HyperR1ForConditionalGeneration, TextPolicy, decode_completions
+from hyperr1.model import HyperR1ForConditionalGeneration, TextPolicy, decode_completions, save_policy
 from hyperr1.optim import riemannian_optimizer
 from hyperr1.rewards import (
     RewardWeights,
@@ -451,7 +451,7 @@ class GRPOTrainer:
             return {}
         flat = {}
         if self.rank == 0:
-            splits = {name: _subset(exs, self.cfg.eval_examples) for name, exs in self.eval_splits.items()}
+            splits = {name: eval_subset(exs, self.cfg.eval_examples) for name, exs in self.eval_splits.items()}
             policy = TextPolicy(self.model, self.tokenizer, max_new_tokens=self.cfg.max_completion_length)
             results = evaluate(policy, splits, self.h, EvalConfig(k=0, n_logged=self.cfg.samples_logged))
             flat = {
@@ -486,7 +486,7 @@ class GRPOTrainer:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp / "model")
+            save_policy(self.model, tmp / "model")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             state = {
                 "step": self.step_count,
@@ -659,7 +659,7 @@ class GRPOTrainer:
 # ---------------------------------------------------------------- small helpers
 
 
-def _subset(examples: list, k: int) -> list:
+def eval_subset(examples: list, k: int) -> list:
     """A fixed random subset of ``k`` examples in their original order (all of them for k = 0)."""
     if not k or k >= len(examples):
         return examples

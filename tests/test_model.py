@@ -130,6 +130,9 @@ def test_save_and_load_round_trip(tmp_path, head):
         assert isinstance(protos, geoopt.ManifoldParameter) and protos.manifold is loaded.head.ball
         assert loaded.projection.ball is loaded.head.ball  # one curvature for projection and head
         assert float(loaded.head.ball.c) == pytest.approx(0.7)
+        assert [n for n, p in loaded.named_parameters() if p.requires_grad] == [
+            n for n, p in model.named_parameters() if p.requires_grad
+        ]
         assert bool(protos.manifold.check_point_on_manifold(protos))
     ids, mask = prompts()
     torch.testing.assert_close(
