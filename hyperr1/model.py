@@ -340,6 +340,15 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Encode each prompt once; its cross keys/values serve all its ``num_samples`` rows."""
+        max_pos = self.config.max_position_embeddings
+        if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"expected (B, S) prompt ids and mask, got {tuple(input_ids.shape)}, {tuple(attention_mask.shape)}"
+            )
+        if input_ids.shape[1] > max_pos:
+            raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         enc = self.encode(input_ids, attention_mask)  # (B, S, D)
         return self._cross_kv(enc), attention_mask.bool()[:, None, None, :]  # [(B, H, S, d_h)] per layer, (B, 1, 1, S)
 
@@ -356,6 +365,17 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         """Teacher-forced log π(y_t | x, y_<t) (N, T) of ``completions`` (N, T), N = B·num_samples
         with the samples of one prompt contiguous; differentiable. With ``return_entropy`` also the
         entropy of π(· | x, y_<t) per position (N, T)."""
+        n_expected = input_ids.shape[0] * num_samples
+        if completions.dim() != 2 or completions.shape[0] != n_expected:
+            raise ValueError(
+                f"expected ({n_expected}, T) completions for {input_ids.shape[0]} prompts × "
+                f"{num_samples} samples, got {tuple(completions.shape)}"
+            )
+        if completions.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"completion of {completions.shape[1]} tokens exceeds max_position_embeddings="
+                f"{self.config.max_position_embeddings}"
+            )
         cross_kv, enc_mask = self._prepare(input_ids, attention_mask, num_samples)
         start = torch.full_like(completions[:, :1], self.config.decoder_start_token_id)
         dec_in = torch.cat([start, completions[:, :-1]], dim=1)  # (N, T): <s> y_1 .. y_{T-1}
@@ -389,11 +409,11 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         """
         if temperature <= 0 and not greedy:
             raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+        if not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need top_p in (0, 1] and top_k >= 0, got top_p={top_p}, top_k={top_k}")
         max_pos = self.config.max_position_embeddings
         if not 1 <= max_new_tokens <= max_pos:
             raise ValueError(f"max_new_tokens must be in [1, {max_pos}], got {max_new_tokens}")
-        if input_ids.shape[1] > max_pos:
-            raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
         cfg = self.config
         cross_kv, enc_mask = self._prepare(input_ids, attention_mask, num_samples)
         n, device = enc_mask.shape[0] * num_samples, input_ids.device

@@ -87,6 +87,7 @@ class TrainConfig:
     out: str = "runs"  # parent directory of the run directory
     seed: int = 0  # seed of splits, initial weights, warm start and GRPO
     eval_min_hops: int = 3  # held-out evaluation on queries with at least this many hops
+    device: str = "cpu"  # "cpu" or "cuda" (under torchrun: one GPU per rank, nccl)
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -106,6 +107,10 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no CUDA device is available")
         self.sft.validate()
         self.grpo.validate()
         self.model.hf_config(vocab_size=8)  # HyperR1Config raises on an invalid head or size
@@ -195,8 +200,9 @@ def headline(results: dict) -> dict:
 
 def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Run the pipeline of ``cfg`` (see the module docstring); returns the results dict."""
-    init_distributed()
+    init_distributed(cfg.device)
     rank, _ = world()
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.device == "cuda" else torch.device("cpu")
     cfg = cfg.resolved()
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
@@ -215,10 +221,10 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     warm_dir = run / "warm_start"
-    if resume and (warm_dir / "model" / "model.safetensors").exists():
-        model = HyperR1ForConditionalGeneration.from_pretrained(warm_dir / "model")
+    if resume and (warm_dir / "done.json").exists():  # a finished warm start (not an interrupted one)
+        model = HyperR1ForConditionalGeneration.from_pretrained(warm_dir / "model").to(device)
     else:
-        model = HyperR1ForConditionalGeneration(cfg.model.hf_config(len(tokenizer)))
+        model = HyperR1ForConditionalGeneration(cfg.model.hf_config(len(tokenizer))).to(device)
         if rank == 0:
             monitor = _greedy_monitor(tokenizer, held_out, h, cfg.grpo.eval_examples, cfg.grpo.max_completion_length)
             train_sft(

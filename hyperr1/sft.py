@@ -41,11 +41,11 @@ class SFTConfig:
     weight_decay: float = 0.0  # decoupled weight decay of the Euclidean parameters
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     eval_every: int = 10  # epochs between evaluations (0: only at the end)
-    checkpoint_every: int = 10  # epochs between saves of the model to <out>/model (0: only at the end)
+    checkpoint_every: int = 10  # epochs between saves to <out>/checkpoint (the final model goes to <out>/model)
     seed: int = 0  # seed of the example order
 
     def validate(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1:
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.lr <= 0 or (self.manifold_lr is not None and self.manifold_lr <= 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, manifold_lr={self.manifold_lr}")
@@ -89,11 +89,11 @@ def train_sft(
     """Warm-start ``model`` in place; returns one metrics row per epoch (also ``out/metrics.jsonl``).
 
     ``evaluate_fn(model) -> dict`` runs every ``eval_every`` epochs and after the last; its
-    values join that epoch's row. With ``out`` the model is saved to ``out/model`` every
-    ``checkpoint_every`` epochs and after the last.
+    values join that epoch's row. With ``out`` the model is saved to ``out/checkpoint`` every
+    ``checkpoint_every`` epochs, and when training ends to ``out/model`` with ``out/done.json``.
     """
     cfg.validate()
-    if not examples:
+    if not examples and cfg.epochs > 0:
         raise ValueError("no warm-start examples to train on")
     opt = riemannian_optimizer(
         model, name="adam", lr=cfg.lr, manifold_lr=cfg.manifold_lr, weight_decay=cfg.weight_decay
@@ -133,7 +133,10 @@ def train_sft(
         if out is not None:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                save_policy(model, out / "model")
+            if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+                save_policy(model, out / "checkpoint")
     bar.close()
+    if out is not None:  # the final model, then the marker that says the warm start is complete
+        save_policy(model, out / "model")
+        (out / "done.json").write_text(json.dumps({"epochs": cfg.epochs}) + "\n")
     return history

@@ -126,6 +126,10 @@ class GRPOConfig:
             raise ValueError(f"need beta >= 0 and epsilon_low >= 0, got {self.beta}, {self.epsilon_low}")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every and keep_checkpoints must be >= 1")
+        if self.curriculum_window < 1 or not 0 <= self.curriculum_threshold <= 1:
+            raise ValueError("need curriculum_window >= 1 and curriculum_threshold in [0, 1]")
+        if self.guard_patience < 1 or not 0 < self.guard_lr_factor <= 1:
+            raise ValueError("need guard_patience >= 1 and guard_lr_factor in (0, 1]")
 
     @property
     def reward_weights(self) -> RewardWeights:
@@ -144,15 +148,22 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed() -> bool:
-    """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPUs); False if not launched so."""
+def init_distributed(device: str = "cpu") -> bool:
+    """Join the process group ``torchrun`` describes: gloo for ``device="cpu"``, nccl for
+    ``"cuda"`` (each rank on GPU ``LOCAL_RANK``). False when not launched by torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return dist.is_available() and dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    if backend == "nccl":
+    if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     return True
+
+
+def _collective_device() -> torch.device:
+    """nccl reduces CUDA tensors, gloo CPU ones."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
@@ -161,7 +172,7 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     if size == 1:
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return {k: float(v) / size for k, v in zip(keys, t.tolist(), strict=True)}
 
@@ -171,8 +182,9 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     rank, size = world()
     if size == 1:
         return t
+    t = t.to(_collective_device()).contiguous()
     parts = [torch.empty_like(t) for _ in range(size)]
-    dist.all_gather(parts, t.contiguous())
+    dist.all_gather(parts, t)
     return torch.cat(parts)
 
 
@@ -317,7 +329,7 @@ class GRPOTrainer:
         self.rollbacks, self.episodes = 0, 0
         self.step_count = 0
         self.rng = random.Random(cfg.seed)  # prompt choice: identical on every rank
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.rank)  # sampling: per rank
+        self.generator = torch.Generator(model.device).manual_seed(cfg.seed * 1_000_003 + self.rank)  # per rank
         self.tb = _tensorboard(self.out) if self.rank == 0 else None
 
     # ------------------------------------------------------------ the algorithm
@@ -353,12 +365,12 @@ class GRPOTrainer:
         texts = decode_completions(self.tokenizer, tokens, mask)
         columns = {"answers": [ex.answers for ex in batch for _ in range(G)]}
         per_fn = {name: torch.tensor(fn(texts, **columns)) for name, fn in self.reward_fns.items()}
-        rewards = torch.tensor(self.reward_total(texts, **columns))  # (N,)
+        rewards = torch.tensor(self.reward_total(texts, **columns), device=model.device)  # (N,)
 
         all_rewards = _gather(rewards)  # group statistics over whole groups; "batch" std over all ranks
         adv_all, zero_std_all = group_advantages(all_rewards, G, scale_rewards=cfg.scale_rewards)
         n = rewards.numel()
-        advantages = adv_all[self.rank * n : (self.rank + 1) * n]  # (N,)
+        advantages = adv_all[self.rank * n : (self.rank + 1) * n].to(model.device)  # (N,)
         num_items = _mean_across_ranks({"n": float(mask.sum())})["n"]  # DAPO: global tokens / ranks
 
         ref_logp = None
@@ -389,7 +401,9 @@ class GRPOTrainer:
                 num_items=num_items,
             )
             self.optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(terms.loss):
+            # every rank must take the same branch: DDP's backward is a collective
+            finite = _mean_across_ranks({"finite": float(torch.isfinite(terms.loss))})["finite"] == 1.0
+            if finite:
                 terms.loss.backward()
                 grad_norm = (
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -561,13 +575,17 @@ class GRPOTrainer:
         if resume and (latest := self.latest_checkpoint()) is not None:
             self.load_checkpoint(latest)
             rows = _read_rows(metrics_path, upto=self.step_count)
+            if self.rank == 0:  # samples logged after the checkpoint will be logged again
+                _write_rows(self.out / "samples.jsonl", _read_rows(self.out / "samples.jsonl", upto=self.step_count))
         else:
             if resume:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
             rows = []
-            if self.rank == 0:
+            if self.rank == 0:  # a fresh run: nothing of an earlier run in this directory survives
+                shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
                 for name in ("metrics.jsonl", "samples.jsonl", "collapses.jsonl"):
                     (self.out / name).write_text("")
+            self._barrier()
             self.save_checkpoint()
         if self.rank == 0:
             _write_rows(metrics_path, rows)
@@ -580,6 +598,10 @@ class GRPOTrainer:
                 cb(self, row)
             if cfg.guard and self._guard(row, rows, bar):
                 continue
+            if not math.isfinite(row["loss/total"]):
+                raise FloatingPointError(
+                    f"non-finite loss or weights at step {self.step_count} (the collapse guard is off)"
+                )
             self._update_curriculum(row["reward/accuracy"])
             if self.step_count == cfg.steps or (cfg.eval_every and self.step_count % cfg.eval_every == 0):
                 row.update(self.evaluate())
@@ -627,7 +649,7 @@ class GRPOTrainer:
                 f"({'; '.join(reasons)}); see {self.out / 'collapses.jsonl'}"
             )
         lr_scale = self.lr_scale * self.cfg.guard_lr_factor
-        self.load_checkpoint(self.latest_checkpoint())  # also resets the guard's averages and streak
+        self.load_checkpoint(self._rollback_target(streak[0][0]))  # also resets the guard's averages and streak
         self.episodes, self.rollbacks, self.lr_scale = episodes, rollbacks, lr_scale
         self._apply_lr_scale()
         self._record_episode(streak, rolled_back_to=self.step_count)
@@ -637,6 +659,17 @@ class GRPOTrainer:
         bar.n = self.step_count
         bar.refresh()
         return True
+
+    def _rollback_target(self, first_bad_step: int) -> Path:
+        """The newest checkpoint of parameters that produced a healthy step.
+
+        The row of step s is computed from samples of θ_{s−1}, so an episode whose first incoherent
+        step is s condemns θ_{s−1} and everything after it; the checkpoint of step s−1 (if any) is
+        skipped. Falls back to the oldest checkpoint on disk.
+        """
+        ckpts = [c for c in sorted((self.out / "checkpoints").glob("step_*")) if (c / "state.json").exists()]
+        good = [c for c in ckpts if int(c.name.split("_")[1]) <= first_bad_step - 2]
+        return good[-1] if good else ckpts[0]
 
     def _record_episode(self, streak: list, *, rolled_back_to: int | None) -> None:
         """Append one incoherence episode to ``collapses.jsonl``."""

@@ -155,6 +155,12 @@ def test_config_errors_and_size():
         model.sample(ids, mask, max_new_tokens=10_000)
     with pytest.raises(ValueError, match="temperature"):
         model.sample(ids, mask, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        model.sample(ids, mask, top_p=0.0)
+    with pytest.raises(ValueError, match=r"expected \(6, T\) completions"):
+        model.completion_logprobs(ids, mask, torch.zeros(5, 4, dtype=torch.long), num_samples=2)
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
+        model.completion_logprobs(ids, mask, torch.zeros(3, 1000, dtype=torch.long))
 
 
 def test_text_policy_and_decoding():

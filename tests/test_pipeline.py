@@ -50,8 +50,16 @@ def tiny_config(tmp_path):
 def test_train_end_to_end_and_resume(tiny_config, capsys):
     cfg, run = tiny_config
     assert main(["train", "--config", str(cfg), "--quiet"]) == 0
-    for name in ("config.json", "results.json", "eval_warm_start.json", "eval_grpo.json", "tokenizer",
-                 "warm_start/model/model.safetensors", "grpo/metrics.jsonl", "grpo/samples.jsonl"):
+    for name in (
+        "config.json",
+        "results.json",
+        "eval_warm_start.json",
+        "eval_grpo.json",
+        "tokenizer",
+        "warm_start/model/model.safetensors",
+        "grpo/metrics.jsonl",
+        "grpo/samples.jsonl",
+    ):
         assert (run / name).exists(), name
     results = json.loads((run / "results.json").read_text())
     assert results["grpo_steps"] == 4
