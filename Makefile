@@ -28,7 +28,7 @@ test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ## the main job: the embeddings, the GRPO pipeline in a quick profile (about 2 min), and every
-## figure from the committed results (`make reproduce-heads` reruns the 18-run head sweep, ~1.5 h)
+## figure from the committed results (`make reproduce-heads` reruns the 18-run head sweep, ~1 h)
 reproduce: reproduce-embeddings reproduce-grpo-quick figures
 
 reproduce-embeddings: $(STAMP)
@@ -44,6 +44,8 @@ reproduce-grpo-quick: $(STAMP)
 		--out figures/grpo_curves_quick.png --title "GRPO, quick profile (10 warm-start epochs, 200 steps)"
 
 reproduce-heads: $(STAMP)
+	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 0 --threads 1 & \
+	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 1 --threads 1; wait
 	$(BIN)/python experiments/mammals_heads.py --quiet
 
 figures: $(STAMP)

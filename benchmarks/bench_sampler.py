@@ -1,9 +1,10 @@
 """Sampling speed: hyperr1's KV-cache sampler against ``transformers``' ``model.generate()``.
 
 Same model (the default policy: width 64, 2 + 2 layers, Poincaré head, randomly initialised), same
-batch (8 shipped ``mammals`` prompts × 8 samples), same number of new tokens, in one process; medians
-of repeated runs after a warm-up, printed as a ratio. ``generate()`` gets ``min_new_tokens`` so that
-both decode exactly ``--new-tokens`` tokens per sequence (a random model almost never ends early).
+batch (8 shipped ``mammals`` prompts × 8 samples), same number of new tokens, in one process; the
+two are timed alternately and the medians after a warm-up are printed with their ratio.
+``generate()`` gets ``min_new_tokens`` so that both decode exactly ``--new-tokens`` tokens per
+sequence (a random model almost never ends early).
 
     python benchmarks/bench_sampler.py [--repeats 10] [--new-tokens 32] [--head poincare|euclidean]
 """
@@ -25,20 +26,22 @@ from hyperr1.splits import TasksConfig, build_splits
 from hyperr1.tokenizer import build_tokenizer
 
 
-def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+def paired_medians(ours, theirs, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds of each, timed alternately so that machine noise hits both alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        ours(), theirs()
+    t_ours, t_theirs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(t_ours), statistics.median(t_theirs)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
@@ -91,7 +94,7 @@ def main() -> None:
         f"{enc.input_ids.shape[1]}",
     }
     for name, ours, theirs in [("sample", ours_sample, hf_sample), ("greedy", ours_greedy, hf_greedy)]:
-        t_ours, t_hf = median_seconds(ours, args.repeats), median_seconds(theirs, args.repeats)
+        t_ours, t_hf = paired_medians(ours, theirs, args.repeats)
         res[name] = {"hyperr1_s": t_ours, "generate_s": t_hf, "speedup": t_hf / t_ours}
     print(json.dumps(res, indent=2))
 

@@ -50,6 +50,7 @@ def main() -> None:
                 ax.errorbar(dims, means, yerr=halfs, color=color, ls=ls, marker="o", capsize=3, label=name)
     ax.set(xscale="log", xlabel="head dimension", ylabel="held-out accuracy (hops ≥ 3)", ylim=(0, 1))
     ax.set_xticks([2, 8, 32], labels=["2", "8", "32"])
+    ax.set_xticks([], minor=True)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT, dpi=150)

@@ -680,7 +680,7 @@ class GRPOTrainer:
             "start_step": streak[0][0],
             "end_step": streak[-1][0],
             "length": len(streak),
-            "reasons": sorted({r.split(" ")[0] + " " + r.split(" ")[1] for _, rs in streak for r in rs}),
+            "reasons": sorted({_reason_kind(r) for _, rs in streak for r in rs}),
             "detail": [r for _, rs in streak for r in rs],
             "rolled_back_to": rolled_back_to,
             "lr_scale": self.lr_scale,
@@ -690,6 +690,14 @@ class GRPOTrainer:
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _reason_kind(reason: str) -> str:
+    """The kind of an incoherence reason: "non-finite loss", "format rate", "reward" or "KL spike"."""
+    for kind in ("non-finite loss", "format rate", "reward", "KL spike"):
+        if reason.startswith(kind):
+            return kind
+    return reason
 
 
 def eval_subset(examples: list, k: int) -> list:
