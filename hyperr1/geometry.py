@@ -98,6 +98,27 @@ def expmap0(v: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     return project(torch.tanh(sqrt_c * n) * (v / (sqrt_c * n)), c=c)
 
 
+def clipped_expmap0(v: torch.Tensor, r: float | None, *, c: float | torch.Tensor) -> torch.Tensor:
+    """exp₀(clip_r(v)) in one pass: with n = ‖v‖ and n' = min(n, r),
+
+        exp₀(clip_r(v)) = tanh(√c n') · v / (√c n),
+
+    the same point as :func:`expmap0` of :func:`clip_features` (one norm instead of three).
+    The boundary projection is skipped when tanh(√c r) cannot reach the float margin.
+    """
+    if r is None:
+        return expmap0(v, c=c)
+    if not r > 0:
+        raise ValueError(f"clip radius r must be > 0 or None, got {r}")
+    c = _as_c(c, v)
+    sqrt_c = c.sqrt()
+    n = v.norm(dim=-1, keepdim=True).clamp_min(1e-15)  # guard: exp₀(0) = 0 without 0/0
+    z = v * (torch.tanh(sqrt_c * n.clamp_max(r)) / (sqrt_c * n))
+    if float(sqrt_c) * r < 3.0:  # tanh(3) < 1 − 4e-3: inside geoopt's margin in every dtype
+        return z
+    return project(z, c=c)
+
+
 def logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     """log₀(x) = artanh(√c‖x‖) x / (√c‖x‖) (geoopt)."""
     return geoopt.manifolds.stereographic.math.logmap0(x, k=-_as_c(c, x))

@@ -296,8 +296,11 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         n, length = tokens.shape
         if cache is not None and start > 0 and length > 1:
             raise ValueError("with a cache, a block of several tokens can only be decoded from position 0")
-        pos = torch.arange(start, start + length, device=tokens.device) + dec.embed_positions.offset
-        x = dec.embed_tokens(tokens) + dec.embed_positions.weight[pos]  # (N, L, D); embed_scale inside
+        offset = dec.embed_positions.offset  # BART's learned positions start at row 2
+        x = F.embedding(tokens, dec.embed_tokens.weight)  # (N, L, D)
+        if dec.embed_tokens.embed_scale != 1.0:
+            x = x * dec.embed_tokens.embed_scale
+        x = x + dec.embed_positions.weight[start + offset : start + offset + length]
         x = dec.layernorm_embedding(x)
         qkv = qkv or self._fused_qkv()
         for i, layer in enumerate(dec.layers):
@@ -387,7 +390,6 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N, T)
         return logp, entropy
 
-    @torch.no_grad()
     def sample(
         self,
         input_ids: torch.Tensor,
@@ -407,6 +409,17 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         Log-probabilities are those of the tempered distribution softmax(logits / T) before
         top-k/top-p filtering, i.e. of the policy being trained when T = 1.
         """
+        with torch.inference_mode():  # lighter than no_grad for a loop of small ops
+            out = self._draw(
+                input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
+            )
+        # inference tensors cannot enter autograd later (training re-scores these tokens): plain copies
+        return SampleOutput(*(t.clone() for t in out))
+
+    def _draw(
+        self, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
+    ):
+        """The sampling loop of :meth:`sample` (arguments as there)."""
         if temperature <= 0 and not greedy:
             raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
         if not 0 < top_p <= 1 or top_k < 0:
@@ -426,6 +439,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             for _ in range(cfg.decoder_layers)
         ]
         head, qkv = self._inference_head(), self._fused_qkv()
+        filtered = top_k > 0 or top_p < 1.0
         tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros(n, max_new_tokens, device=device)
         mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
@@ -433,12 +447,12 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         for t in range(max_new_tokens):
             logits = head(self._decode(last, t, cross_kv, enc_mask, cache, qkv)[:, -1])  # (N, V)
-            logits = logits.float() / (1.0 if greedy else temperature)
+            if not greedy and temperature != 1.0:
+                logits = logits / temperature
             logp_all = logits.log_softmax(-1)
             if greedy:
                 nxt = logits.argmax(-1)
             else:
-                filtered = top_k > 0 or top_p < 1.0
                 probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
                 nxt = sample_categorical(probs, generator)  # (N,)
             nxt = nxt.masked_fill(done, cfg.pad_token_id)
@@ -450,7 +464,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
                 tokens, logprobs, mask = tokens[:, : t + 1], logprobs[:, : t + 1], mask[:, : t + 1]
                 break
             last = nxt[:, None]
-        return SampleOutput(tokens=tokens, logprobs=logprobs, mask=mask)
+        return tokens, logprobs, mask
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -56,8 +56,7 @@ class PoincareProjection(nn.Module):
         self.ball = _make_ball(c, learnable_c, ball)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
-        v = geometry.clip_features(self.linear(x), self.clip_r)
-        return geometry.expmap0(v, c=self.ball.c)
+        return geometry.clipped_expmap0(self.linear(x), self.clip_r, c=self.ball.c)
 
     def extra_repr(self) -> str:
         return f"clip_r={self.clip_r}"
