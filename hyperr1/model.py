@@ -25,7 +25,9 @@ gives the logits of the Hugging Face forward to float precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import geoopt
 import torch
@@ -193,6 +195,19 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         p = self.head.prototypes
         if not isinstance(p, geoopt.ManifoldParameter):
             self.head.prototypes = geoopt.ManifoldParameter(p.detach(), manifold=ball, requires_grad=p.requires_grad)
+
+    def load_weights(self, path) -> None:
+        """Load, in place, the ``model.safetensors`` that ``save_pretrained`` wrote into ``path``.
+
+        Parameters keep their identity (ManifoldParameters stay ManifoldParameters, optimizers stay
+        attached); a file that does not match the model raises ``ValueError``. Tied copies, which
+        ``save_pretrained`` leaves out, are the only keys allowed to be missing.
+        """
+        from safetensors.torch import load_file
+
+        missing, unexpected = self.load_state_dict(load_file(Path(path) / "model.safetensors"), strict=False)
+        if unexpected or set(missing) - set(self.all_tied_weights_keys):
+            raise ValueError(f"weights in {path} do not match the model: missing {missing}, unexpected {unexpected}")
 
     # ---------------------------------------------------------------- Hugging Face interface
 
@@ -501,6 +516,12 @@ def build_policy(vocab_size: int, **overrides) -> HyperR1ForConditionalGeneratio
     return HyperR1ForConditionalGeneration(HyperR1Config(vocab_size=vocab_size, **overrides))
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids and attention mask (B, S), right-padded."""
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
+    return enc.input_ids.to(device), enc.attention_mask.to(device)
+
+
 def decode_completions(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
     """Completion ids (N, T) → text, the end-of-sequence token and padding dropped."""
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
@@ -525,10 +546,10 @@ class TextPolicy:
     def __call__(self, prompts, *, num_samples: int, greedy: bool, temperature: float = 1.0, top_p: float = 1.0):
         was_training = self.model.training
         self.model.eval()
-        enc = self.tokenizer(list(prompts), padding=True, return_tensors="pt").to(self.model.device)
+        ids, amask = encode_prompts(self.tokenizer, prompts, self.model.device)
         out = self.model.sample(
-            enc.input_ids,
-            enc.attention_mask,
+            ids,
+            amask,
             num_samples=1 if greedy else num_samples,
             max_new_tokens=self.max_new_tokens,
             greedy=greedy,
@@ -554,6 +575,7 @@ __all__ = [
     "build_policy",
     "count_parameters",
     "decode_completions",
+    "encode_prompts",
     "filter_logits",
     "save_policy",
 ]

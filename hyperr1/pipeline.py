@@ -39,7 +39,7 @@ from hyperr1.runs import run_metadata, write_json
 from hyperr1.sft import SFTConfig, train_sft
 from hyperr1.splits import TEST_SPLITS, TasksConfig, build_splits
 from hyperr1.tokenizer import build_tokenizer
-from hyperr1.trainer import GRPOConfig, GRPOTrainer, init_distributed, world
+from hyperr1.trainer import GRPOConfig, GRPOTrainer, eval_subset, greedy_metrics, init_distributed, world
 
 
 @dataclass
@@ -268,15 +268,12 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
 
 def _greedy_monitor(tokenizer, held_out: dict, h, n: int, max_new_tokens: int):
     """The warm start's periodic evaluation: greedy accuracy and format on ``n`` held-out examples per split."""
-    from hyperr1.evaluate import flat_metrics
-    from hyperr1.trainer import eval_subset
-
     splits = {name: eval_subset(exs, n) for name, exs in held_out.items()}
 
     def monitor(model) -> dict:
-        policy = TextPolicy(model, tokenizer, max_new_tokens=max_new_tokens)
-        flat = flat_metrics(evaluate(policy, splits, h, EvalConfig(k=0, n_logged=0)))
-        return {k: v for k, v in flat.items() if "@" not in k and k.rsplit("/", 1)[-1] in ("accuracy", "format")}
+        return greedy_metrics(
+            model, tokenizer, splits, h, max_new_tokens=max_new_tokens, metrics=("accuracy", "format"), per_hops=False
+        )[0]
 
     return monitor
 
@@ -288,7 +285,5 @@ def _sync_from_disk(model: HyperR1ForConditionalGeneration, path: Path) -> None:
         return
     torch.distributed.barrier()
     if rank != 0:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+        model.load_weights(path)
     torch.distributed.barrier()

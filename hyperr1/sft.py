@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperr1.model import HyperR1ForConditionalGeneration, save_policy
+from hyperr1.model import HyperR1ForConditionalGeneration, encode_prompts, save_policy
 from hyperr1.optim import riemannian_optimizer
 from hyperr1.tasks import TaskExample
 
@@ -49,12 +49,6 @@ class SFTConfig:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.lr <= 0 or (self.manifold_lr is not None and self.manifold_lr <= 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, manifold_lr={self.manifold_lr}")
-
-
-def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt ids and attention mask (B, S), right-padded."""
-    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
-    return enc.input_ids.to(device), enc.attention_mask.to(device)
 
 
 def encode_completions(tokenizer, completions: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:

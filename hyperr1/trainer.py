@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from hyperr1.evaluate import EvalConfig, evaluate, flat_metrics
 from hyperr1.grpo import LOSS_TYPES, SCALE_REWARDS, group_advantages, grpo_loss
 from hyperr1.hierarchy import Hierarchy
-from hyperr1.model import HyperR1ForConditionalGeneration, TextPolicy, decode_completions, save_policy
+from hyperr1.model import HyperR1ForConditionalGeneration, TextPolicy, decode_completions, encode_prompts, save_policy
 from hyperr1.optim import riemannian_optimizer
 from hyperr1.rewards import (
     RewardWeights,
@@ -61,7 +61,6 @@ from hyperr1.rewards import (
     make_faithfulness_reward,
     tag_count_reward,
 )
-from hyperr1.sft import encode_prompts
 from hyperr1.tasks import WAIT, HopCurriculum, TaskExample
 
 
@@ -466,13 +465,16 @@ class GRPOTrainer:
         flat = {}
         if self.rank == 0:
             splits = {name: eval_subset(exs, self.cfg.eval_examples) for name, exs in self.eval_splits.items()}
-            policy = TextPolicy(self.model, self.tokenizer, max_new_tokens=self.cfg.max_completion_length)
-            results = evaluate(policy, splits, self.h, EvalConfig(k=0, n_logged=self.cfg.samples_logged))
-            flat = {
-                key: v
-                for key, v in flat_metrics(results).items()
-                if "@task" not in key and key.rsplit("/", 1)[-1].split("@")[0] in ("accuracy", "format", "faithfulness")
-            }
+            flat, results = greedy_metrics(
+                self.model,
+                self.tokenizer,
+                splits,
+                self.h,
+                max_new_tokens=self.cfg.max_completion_length,
+                metrics=("accuracy", "format", "faithfulness"),
+                per_hops=True,
+                n_logged=self.cfg.samples_logged,
+            )
             with open(self.out / "samples.jsonl", "a") as f:
                 for name, res in results["splits"].items():
                     for s in res.get("samples", []):
@@ -531,13 +533,7 @@ class GRPOTrainer:
         path = Path(path)
         if not (path / "state.json").exists():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no state.json)")
-        from safetensors.torch import load_file
-
-        weights = load_file(path / "model" / "model.safetensors")
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        tied = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "projection.ball.isp_c"}
-        if unexpected or set(missing) - tied:
-            raise ValueError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        self.model.load_weights(path / "model")
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         for st in self.optimizer.state.values():  # geoopt counts steps in a Python int; torch's loader
             if torch.is_tensor(st.get("step")):  # makes it a float32 tensor, which changes Adam's bias
@@ -698,6 +694,29 @@ def _reason_kind(reason: str) -> str:
         if reason.startswith(kind):
             return kind
     return reason
+
+
+def greedy_metrics(
+    model: HyperR1ForConditionalGeneration,
+    tokenizer,
+    splits: dict[str, Sequence[TaskExample]],
+    h: Hierarchy,
+    *,
+    max_new_tokens: int,
+    metrics: Sequence[str],
+    per_hops: bool,
+    n_logged: int = 0,
+) -> tuple[dict[str, float], dict]:
+    """Greedy evaluation of ``model`` on ``splits``: the flat ``eval/<split>/<metric>`` values of
+    ``metrics`` (overall, and per hop count with ``per_hops``) and the full results."""
+    policy = TextPolicy(model, tokenizer, max_new_tokens=max_new_tokens)
+    results = evaluate(policy, splits, h, EvalConfig(k=0, n_logged=n_logged))
+    flat = {}
+    for key, value in flat_metrics(results).items():
+        name, _, group = key.rsplit("/", 1)[-1].partition("@")
+        if name in metrics and (not group or (per_hops and group.startswith("hops="))):
+            flat[key] = value
+    return flat, results
 
 
 def eval_subset(examples: list, k: int) -> list:
