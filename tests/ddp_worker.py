@@ -9,12 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+from tiny_world import build_tiny_world
 
-from hyperr1.hierarchy import Hierarchy
-from hyperr1.model import build_policy
-from hyperr1.sft import SFTConfig, train_sft
-from hyperr1.splits import TasksConfig, build_splits
-from hyperr1.tokenizer import build_tokenizer
 from hyperr1.trainer import GRPOConfig, GRPOTrainer, init_distributed, world
 
 
@@ -22,12 +18,7 @@ def main(out: Path) -> None:
     assert init_distributed(), "run me under torchrun"
     rank, size = world()
     torch.set_num_threads(1)
-    h = Hierarchy.balanced_tree(3, 3)
-    splits, _ = build_splits(h, TasksConfig(n_train_is_a=100, n_train_ancestor_k=50, n_train_lca=50, n_test=20))
-    tok = build_tokenizer(h)
-    torch.manual_seed(0)
-    model = build_policy(len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, head_dim=4)
-    train_sft(model, tok, splits["warm_start"], SFTConfig(epochs=4, batch_size=32, lr=1e-2), progress=False)
+    h, splits, tok, model, _ = build_tiny_world(sft_epochs=4)
     cfg = GRPOConfig(
         steps=3,
         prompts_per_step=4,

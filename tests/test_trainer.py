@@ -6,28 +6,18 @@ import math
 
 import pytest
 import torch
+from tiny_world import build_tiny_world
 
-from hyperr1.hierarchy import Hierarchy
-from hyperr1.model import build_policy
-from hyperr1.sft import SFTConfig, sft_loss, train_sft
-from hyperr1.splits import TasksConfig, build_splits
-from hyperr1.tokenizer import build_tokenizer
+from hyperr1.sft import sft_loss
 from hyperr1.trainer import GRPOConfig, GRPOTrainer
 
-SMALL_MODEL = dict(d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, head_dim=4)
 TIMING = ("time/step_s", "time/sample_s")
 
 
 @pytest.fixture(scope="module")
 def world():
     """A 40-node tree, its splits and tokenizer, and a briefly warm-started tiny policy."""
-    h = Hierarchy.balanced_tree(3, 3)
-    splits, _ = build_splits(h, TasksConfig(n_train_is_a=100, n_train_ancestor_k=50, n_train_lca=50, n_test=20))
-    tok = build_tokenizer(h)
-    torch.manual_seed(0)
-    model = build_policy(len(tok), **SMALL_MODEL)
-    history = train_sft(model, tok, splits["warm_start"], SFTConfig(epochs=8, batch_size=32, lr=1e-2), progress=False)
-    return h, splits, tok, model, history
+    return build_tiny_world(sft_epochs=8)
 
 
 def grpo_cfg(**kw) -> GRPOConfig:
