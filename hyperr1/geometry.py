@@ -7,7 +7,9 @@ exponential and logarithmic maps and the projection; this module adds what geoop
 * :func:`pairwise_dist` -- all-pairs distances through **one** matrix product, with a fused
   autograd kernel (geoopt's ``dist`` broadcasts an ``N×M×d`` tensor of Möbius sums instead);
 * :func:`distance_logits` -- the affine map ``α·d(x, p) + b`` used by the distance head, fused
-  with the distance so that no extra ``N×M`` intermediate is kept for the backward pass;
+  with the distance so that no extra ``N×M`` intermediate is kept for the backward pass; its
+  elementwise part runs in PyTorch ops or, for float32 on the CPU, in the C loops of
+  :mod:`hyperr1.native` (one pass each way);
 * :func:`clip_features` -- feature clipping of Guo et al. (2022);
 * :func:`mlr_logits` -- hyperbolic multinomial logistic regression of Ganea et al. (2018),
   computed pairwise from inner products;
@@ -24,11 +26,15 @@ Guo et al. 2022, "Clipped Hyperbolic Classifiers Are Super-Hyperbolic Classifier
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import geoopt
 import networkx as nx
 import torch
+
+from hyperr1 import native
 
 __all__ = [
     "PoincareBall",
@@ -205,56 +211,101 @@ def _right_factor(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.cat([-2 * y, torch.ones_like(y2), y2], dim=-1) * vy
 
 
+KERNELS = ("auto", "eager", "native")
+"""Kernels of :func:`distance_logits`: ``"eager"`` (PyTorch ops, any device and dtype), ``"native"``
+(:mod:`hyperr1.native`, fused C loops for float32 on the CPU), ``"auto"`` (native where it applies
+and builds, else eager, with a one-time warning when a float32 CPU call cannot get it)."""
+
+_ROOT_FLOOR = math.sqrt(torch.finfo(torch.float32).eps)
+
+
+def _resolve_kernel(kernel: str, x: torch.Tensor) -> str:
+    """``"eager"`` or ``"native"`` for tensors like ``x``; errors name what ``kernel`` needs."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {list(KERNELS)}")
+    if kernel == "native":
+        if not native.supports(x):
+            raise ValueError(
+                f"kernel='native' runs float32 tensors on the CPU, got {x.dtype} on {x.device}; "
+                "use kernel='eager' or 'auto'"
+            )
+        native.library(x.shape[-1])  # raises NativeUnavailable with the compiler's message
+        return "native"
+    if kernel == "auto" and native.supports(x) and _native_builds(x.shape[-1]):
+        return "native"
+    return "eager"
+
+
+@functools.cache
+def _native_builds(dim: int) -> bool:
+    try:
+        native.library(dim)
+    except native.NativeUnavailable as e:
+        warnings.warn(
+            f"hyperr1: the native distance kernel is unavailable, using the eager one (slower): {e}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
+    return True
+
+
 class DistanceLogits:
     """Inference-only α · d_c(x, p_j) + b_j against fixed points p (e.g. a head's prototypes while
-    sampling): the prototypes' factor B is built once (and stored transposed, contiguous), each call
-    costs one matrix product and the in-place elementwise pass; values agree with
-    :func:`distance_logits` to float rounding of the matrix product."""
+    sampling): whatever depends only on p is prepared once (for the eager kernel the factor B,
+    stored transposed and contiguous), so each call costs one matrix product and one in-place
+    elementwise pass, or one native call; values agree with :func:`distance_logits` (same kernel)
+    to float rounding."""
 
-    def __init__(self, y: torch.Tensor, *, c, alpha=1.0, bias: torch.Tensor | None = None):
+    def __init__(self, y: torch.Tensor, *, c, alpha=1.0, bias: torch.Tensor | None = None, kernel: str = "auto"):
+        self.kernel = _resolve_kernel(kernel, y)
         self.c = _as_c(c, y).detach()
-        self.b_t = _right_factor(y.detach(), self.c).T.contiguous()  # (d+2, M): contiguous is faster
         self.alpha = (torch.as_tensor(alpha, dtype=y.dtype, device=y.device) / self.c.sqrt()).detach()
         self.bias = None if bias is None else bias.detach()
+        if self.kernel == "native":
+            self.y = y.detach().contiguous()
+            self._native_args = (float(self.c), _bias_or_zeros(self.bias, y.shape[0]), float(self.alpha))
+        else:
+            self.b_t = _right_factor(y.detach(), self.c).T.contiguous()  # (d+2, M): contiguous is faster
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) → (N, M)
+        if self.kernel == "native":
+            return native.distance_forward(x.contiguous(), self.y, *self._native_args)
         return _arcosh_affine_inplace(_left_factor(x, self.c) @ self.b_t, self.alpha, self.bias)
 
 
-def _arcosh_affine_elementwise(
+def _arcosh_affine_inplace(w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """α · acosh(1 + 2w) + b computed in place on w, for inference (nothing kept for backward);
+    bit for bit the values of :class:`_ArcoshAffine`."""
+    w.clamp_min_(0)  # guard: as in _arcosh_affine_eager, cancellation can make w slightly negative
+    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), same rounding as the autograd path
+    d = root.add_(w).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²)))
+    return d.mul_(alpha) if bias is None else torch.addcmul(bias, d, alpha)
+
+
+def _arcosh_affine_eager(
     w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Elementwise part of :class:`_ArcoshAffine`: (α·acosh(1 + 2w) + b, acosh(1 + 2w), √(w + w²)).
-
-    A pure function so that ``torch.compile`` can fuse it into one pass over w (``kernel="compiled"``).
-    """
+    """(α·acosh(1 + 2w) + b, acosh(1 + 2w), max(√(w + w²), √ε)), overwriting w with the middle one:
+    three N×M buffers in all (w, the root and the output) where out-of-place ops would take nine."""
     # guard: w = c‖x−y‖²λ… ≥ 0 mathematically; cancellation in ‖x‖²+‖y‖²−2⟨x,y⟩ can make it
     # slightly negative, and √(w + w²) of a negative w is NaN.
-    w = w.clamp_min(0)
-    root = torch.sqrt(w + w * w)  # (N, M)
-    d = torch.log1p(2 * (w + root))  # acosh(1 + 2w)
+    w.clamp_min_(0)
+    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), (N, M)
+    d = w.add_(root).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²))), in w's buffer
     out = d * alpha if bias is None else torch.addcmul(bias, d, alpha)
     # guard: at w → 0 (x = y) the derivative 1/√(w+w²) diverges while ∂w/∂x → 0; below the
     # float resolution of w their product is rounding noise, so cap the derivative at 1/√ε.
-    return out, d, root.clamp_min(math.sqrt(torch.finfo(w.dtype).eps))
+    return out, d, root.clamp_min_(math.sqrt(torch.finfo(w.dtype).eps))
 
 
-_COMPILED_ELEMENTWISE = None
-
-
-def _compiled_elementwise():
-    """``torch.compile`` of the elementwise part, built on first use (needs a C++ compiler on CPU)."""
-    global _COMPILED_ELEMENTWISE
-    if _COMPILED_ELEMENTWISE is None:
-        _COMPILED_ELEMENTWISE = torch.compile(_arcosh_affine_elementwise, dynamic=True)
-    return _COMPILED_ELEMENTWISE
-
-
-KERNELS = ("eager", "compiled")
+def _bias_or_zeros(bias: torch.Tensor | None, m: int) -> torch.Tensor:
+    """The bias (M,) as the native kernels take it: contiguous, zeros for no bias."""
+    return torch.zeros(m) if bias is None else bias.detach().contiguous()
 
 
 class _ArcoshAffine(torch.autograd.Function):
-    """out = α · acosh(1 + 2 A Bᵀ) + bias, with a hand-written backward.
+    """out = α · acosh(1 + 2 A Bᵀ) + bias, with a hand-written backward (eager PyTorch ops).
 
     With w = (A Bᵀ)_ij ≥ 0: acosh(1 + 2w) = log1p(2w + 2√(w + w²)) and
     ∂/∂w acosh(1 + 2w) = 1 / √(w + w²). Only √(w + w²) and the distances are kept for backward;
@@ -262,10 +313,8 @@ class _ArcoshAffine(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, b, alpha, bias, kernel):  # a: (N, k), b: (M, k), alpha: (), bias: (M,) or None
-        w = a @ b.T  # (N, M)
-        elementwise = _compiled_elementwise() if kernel == "compiled" else _arcosh_affine_elementwise
-        out, d, root = elementwise(w, alpha, bias)
+    def forward(ctx, a, b, alpha, bias):  # a: (N, k), b: (M, k), alpha: (), bias: (M,) or None
+        out, d, root = _arcosh_affine_eager(a @ b.T, alpha, bias)
         ctx.save_for_backward(a, b, alpha, d, root)
         ctx.has_bias = bias is not None
         return out
@@ -284,7 +333,58 @@ class _ArcoshAffine(torch.autograd.Function):
                 grad_a = (gw @ b) * alpha
             if ctx.needs_input_grad[1]:
                 grad_b = (gw.T @ a) * alpha
-        return grad_a, grad_b, grad_alpha, grad_bias, None
+        return grad_a, grad_b, grad_alpha, grad_bias
+
+
+class _NativeDistanceLogits(torch.autograd.Function):
+    """out = α · acosh(1 + 2 A Bᵀ) + bias by the fused passes of :mod:`hyperr1.native` (float32, CPU),
+    from the points x, y and c directly: the factors A, B and their backward are inside the kernel.
+
+    Nothing N×M is kept for backward besides the output (the eager kernel keeps two more
+    buffers): backward recomputes A Bᵀ row block by row block. It reads the output for
+    ∂L/∂α = Σ g·(out − b) / α, which is why α must not be 0 when it needs a gradient and why the
+    output must not be modified in place before backward (autograd's version check enforces the
+    latter).
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, c, alpha, bias):
+        alpha_value = float(alpha)
+        if alpha_value == 0.0 and alpha.requires_grad:
+            raise ValueError("the native distance kernel needs α != 0 to give α a gradient; use kernel='eager'")
+        out = native.distance_forward(
+            x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), alpha_value
+        )
+        ctx.save_for_backward(x, y, c, alpha, bias, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, y, c, alpha, bias, out = ctx.saved_tensors
+        alpha_value = float(alpha)
+        grad_x, grad_y, grad_c, grad_bias, dot = native.distance_backward(
+            grad.contiguous(),
+            out,
+            x.contiguous(),
+            y.contiguous(),
+            float(c),
+            _bias_or_zeros(bias, y.shape[0]),
+            alpha_value,
+            root_floor=_ROOT_FLOOR,
+        )
+        needs = ctx.needs_input_grad
+        return (
+            grad_x,
+            grad_y,
+            _scalar_like(grad_c, c) if needs[2] else None,
+            _scalar_like(dot / alpha_value, alpha) if needs[3] else None,
+            grad_bias if bias is not None else None,
+        )
+
+
+def _scalar_like(value: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(value, dtype=like.dtype).reshape(like.shape)
 
 
 def distance_logits(
@@ -294,35 +394,33 @@ def distance_logits(
     c: float | torch.Tensor,
     alpha: float | torch.Tensor = 1.0,
     bias: torch.Tensor | None = None,
-    kernel: str = "eager",
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """α · d_c(x_i, y_j) + b_j for all pairs, in one matrix product and a hand-written backward.
 
     ``x`` is (N, d), ``y`` is (M, d), the result (N, M). Gradients flow to x, y, c, α and b.
-    ``kernel="compiled"`` fuses the elementwise part with ``torch.compile`` (about 2.5× faster on
-    CPU, see ``benchmarks/bench_head.py``; the first call compiles, which needs a C++ compiler).
-    See :func:`pairwise_dist` for the distance.
+    ``kernel`` picks the implementation (see :data:`KERNELS`): on the CPU the native one runs
+    forward + backward about 2.7× faster than the eager one (``benchmarks/bench_head.py``) and
+    agrees with it to float32 rounding (relative differences up to about 1e-5 for points near
+    the boundary, where the distance is ill-conditioned). See :func:`pairwise_dist` for the
+    distance.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; known: {list(KERNELS)}")
     if x.dim() != 2 or y.dim() != 2 or x.shape[-1] != y.shape[-1]:
         raise ValueError(f"expected (N, d) and (M, d) tensors, got {tuple(x.shape)} and {tuple(y.shape)}")
+    kernel = _resolve_kernel(kernel, x)
     c = _as_c(c, x)
-    a, b = _pair_factors(x, y, c)
     # acosh(1 + 2w)/√c is the distance, so fold 1/√c into the scalar α
     alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
-    if not torch.is_grad_enabled() and kernel == "eager":
-        return _arcosh_affine_inplace(a @ b.T, alpha, bias)  # inference (sampling): no autograd
-    return _ArcoshAffine.apply(a, b, alpha, bias, kernel)
-
-
-def _arcosh_affine_inplace(w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """α · acosh(1 + 2w) + b computed in place on w: bit for bit the values of :class:`_ArcoshAffine`'s
-    forward with fewer passes and temporaries, for inference, where nothing is kept for backward."""
-    w.clamp_min_(0)  # guard: as in _arcosh_affine_elementwise, cancellation can make w slightly negative
-    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), same rounding as the autograd path
-    d = root.add_(w).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²)))
-    return d.mul_(alpha) if bias is None else torch.addcmul(bias, d, alpha)
+    if kernel == "native":
+        if not torch.is_grad_enabled():  # inference (sampling): no autograd
+            return native.distance_forward(
+                x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), float(alpha)
+            )
+        return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
+    a, b = _pair_factors(x, y, c)
+    if not torch.is_grad_enabled():  # inference (sampling): no autograd, everything in place
+        return _arcosh_affine_inplace(a @ b.T, alpha, bias)
+    return _ArcoshAffine.apply(a, b, alpha, bias)
 
 
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor = 1.0) -> torch.Tensor:

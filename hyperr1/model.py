@@ -76,7 +76,7 @@ class HyperR1Config(BartConfig):
     learn_curvature: bool = False  # make c a trainable parameter (shared by projection and head)
     clip_r: float | None = 2.0  # r of the feature clipping before exp₀ (Guo et al. 2022); None: off
     head_init_scale: float = 5.0  # initial s of logit_v = −s·d(z, p_v) + b_v
-    head_kernel: str = "eager"  # distance kernel of the Poincaré head ("eager" | "compiled")
+    head_kernel: str = "auto"  # distance kernel of the Poincaré head (see hyperr1.geometry.KERNELS)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -84,6 +84,8 @@ class HyperR1Config(BartConfig):
             raise ValueError(f"unknown head {self.head!r}; known heads: {list(HEADS)}")
         if self.head_dim < 1:
             raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
+        if self.head_kernel not in geometry.KERNELS:
+            raise ValueError(f"unknown head_kernel {self.head_kernel!r}; known: {list(geometry.KERNELS)}")
         if self.curvature <= 0:
             raise ValueError(f"curvature must be > 0, got {self.curvature}")
         for side in ("encoder", "decoder"):
@@ -271,9 +273,11 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         """:meth:`logits` for a run of decoding steps: the prototypes' half of the distance
         computation is built once (:class:`hyperr1.geometry.DistanceLogits`), same values."""
         head = self.head
-        if self.config.head != "poincare" or head.squared or head.kernel != "eager":
+        if self.config.head != "poincare" or head.squared:
             return self.logits
-        fixed = geometry.DistanceLogits(head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias)
+        fixed = geometry.DistanceLogits(
+            head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias, kernel=head.kernel
+        )
         return lambda hidden: fixed(self.projection(hidden))  # (N, D) → (N, V)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -68,8 +68,8 @@ class HyperbolicDistanceHead(nn.Module):
     ``p_k`` (``num_classes × dim``) is a ManifoldParameter initialised near the origin, ``s > 0``
     a learnable scale (stored as log s), ``q`` is 1 or 2 (``squared``), ``b_k`` an optional
     per-class bias. With ``q = 1`` the distance, scale and bias run in one fused kernel
-    (:func:`hyperr1.geometry.distance_logits`); ``kernel="compiled"`` fuses its elementwise part
-    with ``torch.compile``.
+    (:func:`hyperr1.geometry.distance_logits`); ``kernel`` picks its implementation (one of
+    :data:`hyperr1.geometry.KERNELS`; ``"auto"`` takes the native C loops for float32 on the CPU).
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class HyperbolicDistanceHead(nn.Module):
         init_std: float = 1e-2,
         learnable_c: bool = False,
         ball: geoopt.PoincareBall | None = None,
-        kernel: str = "eager",
+        kernel: str = "auto",
     ):
         super().__init__()
         if kernel not in geometry.KERNELS:

@@ -1,0 +1,234 @@
+"""Fused float32 CPU kernels for the distance head, compiled from C on first use.
+
+:func:`hyperr1.geometry.distance_logits` computes α·acosh(1 + 2 w) + b over an N×M matrix, w
+being the argument of the Poincaré distance. In eager PyTorch that is a dozen small ops for the
+factors of w, a matrix product, nine elementwise passes with as many fresh N×M buffers, and two
+more products in backward: 4× the time of ``nn.Linear`` of the same shape. ``distance_kernels.c``
+does each direction in one pass over blocks of rows, factors and chain rule included, with no N×M
+buffer besides the output (see that file for the formulas); forward + backward take about 1.4×
+the time of ``nn.Linear`` (``benchmarks/bench_head.py``).
+
+This module compiles the file with the system C compiler (``$CC``, else ``cc``; ``-O3
+-march=native -fopenmp``, one build per point dimension, which the loops take as a constant)
+into a per-user cache, loads it with ``ctypes`` and calls it on tensors' data pointers. No build
+step at install time and no torch headers: a build takes about a second, once per machine,
+dimension and source version. The OpenMP loops run in PyTorch's own thread pool (PyTorch's CPU
+wheels ship GNU OpenMP, which the build links by the same name) with ``torch.get_num_threads()``
+threads.
+
+Cache: ``$HYPERR1_CACHE`` or ``$XDG_CACHE_HOME/hyperr1`` (default ``~/.cache/hyperr1``), one
+shared object per hash of the source, the compiler's version, the flags and the CPU's feature flags
+(``-march=native`` code must not run on another CPU model). Concurrent first calls are safe: each
+compiles into a temporary file and renames it into place.
+
+:func:`available` says whether the kernels can be used; :func:`library` raises
+:class:`NativeUnavailable` with the compiler's message when they cannot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["NativeUnavailable", "available", "library", "supports", "distance_forward", "distance_backward"]
+
+SOURCE = Path(__file__).with_name("distance_kernels.c")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
+
+
+class NativeUnavailable(RuntimeError):
+    """The native kernels could not be built or loaded on this machine."""
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("HYPERR1_CACHE"):
+        return Path(os.environ["HYPERR1_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hyperr1"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), so a -march=native build is never reused on another CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
+def _build(target: Path, flags: tuple[str, ...]) -> None:
+    cc = _compiler()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError as e:
+        raise NativeUnavailable(f"cannot write the kernel cache {target.parent} ({e}); set $HYPERR1_CACHE") from e
+    os.close(fd)
+    cmd = [*cc, *flags, "-o", tmp, str(SOURCE), "-lm"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        os.unlink(tmp)
+        raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        raise NativeUnavailable(f"compiling {SOURCE.name} failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+    os.replace(tmp, target)  # atomic: a concurrent process sees the old file or the whole new one
+
+
+@functools.cache
+def _compiler_version() -> str:
+    cc = _compiler()
+    try:
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True).stdout
+    except OSError as e:
+        raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
+
+
+@functools.cache
+def library(dim: int = 16) -> ctypes.CDLL:
+    """The kernels for points of dimension ``dim`` (a compile-time constant of the C code), built
+    on first use; raises :class:`NativeUnavailable` if that fails."""
+    if not 1 <= dim <= 1024:
+        raise ValueError(f"native kernel: dim must be in [1, 1024], got {dim}")
+    flags = (*FLAGS, f"-DHYPERR1_K={dim + 2}")
+    key = "\n".join([SOURCE.read_text(), shlex.join(_compiler()), _compiler_version(), " ".join(flags), _cpu_flags()])
+    target = _cache_dir() / f"distance_kernels-d{dim}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    if not target.exists():
+        _build(target, flags)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as e:
+        raise NativeUnavailable(f"cannot load {target} ({e}); delete it to rebuild") from e
+    ptr, i64, f32, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.POINTER(ctypes.c_double)
+    lib.hyperr1_distance_forward.argtypes = [ptr, ptr, f32, f32, ptr, f32, ptr, i64, i64, ctypes.c_int]
+    lib.hyperr1_distance_forward.restype = ctypes.c_int
+    lib.hyperr1_distance_backward.argtypes = [
+        ptr,
+        ptr,
+        ptr,
+        ptr,
+        f32,
+        f32,
+        ptr,
+        f32,
+        f32,
+        ptr,
+        ptr,
+        dbl,
+        ptr,
+        dbl,
+        i64,
+        i64,
+        ctypes.c_int,
+    ]
+    lib.hyperr1_distance_backward.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def available() -> bool:
+    """Whether :func:`library` builds and loads here (the result is cached per process)."""
+    try:
+        library()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+def supports(t: torch.Tensor) -> bool:
+    """Whether the kernels apply to tensors like ``t``: float32 on the CPU."""
+    return t.dtype == torch.float32 and t.device.type == "cpu"
+
+
+def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if not supports(t) or not t.is_contiguous() or tuple(t.shape) != shape:
+        raise ValueError(
+            f"native kernel: {name} must be a contiguous float32 CPU tensor of shape {shape}, "
+            f"got {t.dtype} on {t.device} with shape {tuple(t.shape)} (contiguous={t.is_contiguous()})"
+        )
+
+
+_EPS = torch.finfo(torch.float32).eps  # the floor of 1 − c‖x‖², as in geometry._left_factor
+
+
+def _shapes(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor) -> tuple[int, int, int]:
+    (n, d), m = x.shape, y.shape[0]
+    _check("x", x, (n, d))
+    _check("y", y, (m, d))
+    _check("bias", bias, (m,))
+    return n, m, d
+
+
+def distance_forward(x: torch.Tensor, y: torch.Tensor, c: float, bias: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α · d_c(x_i, y_j) · √c + bias_j = α · acosh(1 + 2 w_ij) + bias_j for x (N, D), y (M, D) on the
+    ball, with w the argument of the distance (see ``distance_kernels.c``); (N, M)."""
+    n, m, d = _shapes(x, y, bias)
+    out = torch.empty(n, m, dtype=torch.float32)
+    status = library(d).hyperr1_distance_forward(
+        x.data_ptr(), y.data_ptr(), c, _EPS, bias.data_ptr(), alpha, out.data_ptr(), n, m, torch.get_num_threads()
+    )
+    if status != 0:
+        raise MemoryError(f"native kernel: no memory for the factors ({n + m} × {d + 2} floats)")
+    return out
+
+
+def distance_backward(
+    grad: torch.Tensor,
+    out: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: float,
+    bias: torch.Tensor,
+    alpha: float,
+    *,
+    root_floor: float,
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, float]:
+    """Backward of :func:`distance_forward` for the upstream gradient ``grad`` (N, M).
+
+    Returns (∂L/∂x, ∂L/∂y, ∂L/∂c at fixed α, ∂L/∂bias, α ∂L/∂α); the derivative of the
+    arcosh, 1/√(w + w²), has its root floored at ``root_floor`` as in the eager kernel."""
+    n, m, d = _shapes(x, y, bias)
+    _check("grad", grad, (n, m))
+    _check("out", out, (n, m))
+    grad_x = torch.empty(n, d, dtype=torch.float32)
+    grad_y = torch.empty(m, d, dtype=torch.float32)
+    colsum = torch.empty(m, dtype=torch.float32)
+    grad_c, dot = ctypes.c_double(), ctypes.c_double()
+    status = library(d).hyperr1_distance_backward(
+        grad.data_ptr(),
+        out.data_ptr(),
+        x.data_ptr(),
+        y.data_ptr(),
+        c,
+        _EPS,
+        bias.data_ptr(),
+        alpha,
+        root_floor,
+        grad_x.data_ptr(),
+        grad_y.data_ptr(),
+        ctypes.byref(grad_c),
+        colsum.data_ptr(),
+        ctypes.byref(dot),
+        n,
+        m,
+        torch.get_num_threads(),
+    )
+    if status != 0:
+        raise MemoryError(f"native kernel: no memory for the backward scratch ({d + 8} × {m} floats per thread)")
+    return grad_x, grad_y, grad_c.value, colsum, dot.value
