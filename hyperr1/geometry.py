@@ -301,7 +301,7 @@ def _arcosh_affine_eager(
 
 def _bias_or_zeros(bias: torch.Tensor | None, m: int) -> torch.Tensor:
     """The bias (M,) as the native kernels take it: contiguous, zeros for no bias."""
-    return torch.zeros(m) if bias is None else bias.detach().contiguous()
+    return torch.zeros(m, dtype=torch.float32) if bias is None else bias.detach().contiguous()
 
 
 class _ArcoshAffine(torch.autograd.Function):
@@ -342,16 +342,16 @@ class _NativeDistanceLogits(torch.autograd.Function):
 
     Nothing N×M is kept for backward besides the output (the eager kernel keeps two more
     buffers): backward recomputes A Bᵀ row block by row block. It reads the output for
-    ∂L/∂α = Σ g·(out − b) / α, which is why α must not be 0 when it needs a gradient and why the
-    output must not be modified in place before backward (autograd's version check enforces the
-    latter).
+    ∂L/∂α = Σ g·(out − b) / α, so α must not be 0 (:func:`distance_logits` routes α = 0 to the
+    eager kernel) and the output must not be modified in place before backward (autograd's
+    version check enforces that).
     """
 
     @staticmethod
     def forward(ctx, x, y, c, alpha, bias):
         alpha_value = float(alpha)
-        if alpha_value == 0.0 and alpha.requires_grad:
-            raise ValueError("the native distance kernel needs α != 0 to give α a gradient; use kernel='eager'")
+        if alpha_value == 0.0:
+            raise ValueError("the native distance kernel's backward needs α != 0")
         out = native.distance_forward(
             x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), alpha_value
         )
@@ -399,7 +399,8 @@ def distance_logits(
     """α · d_c(x_i, y_j) + b_j for all pairs, in one matrix product and a hand-written backward.
 
     ``x`` is (N, d), ``y`` is (M, d), the result (N, M). Gradients flow to x, y, c, α and b.
-    ``kernel`` picks the implementation (see :data:`KERNELS`): on the CPU the native one runs
+    ``kernel`` picks the implementation (see :data:`KERNELS`; with gradients, α = 0 always runs
+    the eager one, whose backward does not divide by α): on the CPU the native one runs
     forward + backward about 2.7× faster than the eager one (``benchmarks/bench_head.py``) and
     agrees with it to float32 rounding (relative differences up to about 1e-5 for points near
     the boundary, where the distance is ill-conditioned). See :func:`pairwise_dist` for the
@@ -416,7 +417,8 @@ def distance_logits(
             return native.distance_forward(
                 x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), float(alpha)
             )
-        return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
+        if float(alpha) != 0.0:  # the native backward divides by α; α = 0 takes the eager path below
+            return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
     a, b = _pair_factors(x, y, c)
     if not torch.is_grad_enabled():  # inference (sampling): no autograd, everything in place
         return _arcosh_affine_inplace(a @ b.T, alpha, bias)

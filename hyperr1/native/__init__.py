@@ -88,6 +88,7 @@ def _build(target: Path, flags: tuple[str, ...]) -> None:
     if proc.returncode != 0:
         os.unlink(tmp)
         raise NativeUnavailable(f"compiling {SOURCE.name} failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+    os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
     os.replace(tmp, target)  # atomic: a concurrent process sees the old file or the whole new one
 
 
@@ -105,7 +106,7 @@ def library(dim: int = 16) -> ctypes.CDLL:
     """The kernels for points of dimension ``dim`` (a compile-time constant of the C code), built
     on first use; raises :class:`NativeUnavailable` if that fails."""
     if not 1 <= dim <= 1024:
-        raise ValueError(f"native kernel: dim must be in [1, 1024], got {dim}")
+        raise NativeUnavailable(f"native kernel: dim must be in [1, 1024], got {dim}")
     flags = (*FLAGS, f"-DHYPERR1_K={dim + 2}")
     key = "\n".join([SOURCE.read_text(), shlex.join(_compiler()), _compiler_version(), " ".join(flags), _cpu_flags()])
     target = _cache_dir() / f"distance_kernels-d{dim}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
@@ -114,7 +115,10 @@ def library(dim: int = 16) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(target))
     except OSError as e:
-        raise NativeUnavailable(f"cannot load {target} ({e}); delete it to rebuild") from e
+        raise NativeUnavailable(
+            f"cannot load {target} ({e}); if the file is damaged, delete it to rebuild; if the cache is on a "
+            "filesystem that cannot execute code, set $HYPERR1_CACHE to one that can"
+        ) from e
     ptr, i64, f32, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.POINTER(ctypes.c_double)
     lib.hyperr1_distance_forward.argtypes = [ptr, ptr, f32, f32, ptr, f32, ptr, i64, i64, ctypes.c_int]
     lib.hyperr1_distance_forward.restype = ctypes.c_int
@@ -142,10 +146,10 @@ def library(dim: int = 16) -> ctypes.CDLL:
 
 
 @functools.cache
-def available() -> bool:
-    """Whether :func:`library` builds and loads here (the result is cached per process)."""
+def available(dim: int = 16) -> bool:
+    """Whether :func:`library` builds and loads here for ``dim`` (cached per process)."""
     try:
-        library()
+        library(dim)
     except NativeUnavailable:
         return False
     return True
@@ -184,7 +188,7 @@ def distance_forward(x: torch.Tensor, y: torch.Tensor, c: float, bias: torch.Ten
         x.data_ptr(), y.data_ptr(), c, _EPS, bias.data_ptr(), alpha, out.data_ptr(), n, m, torch.get_num_threads()
     )
     if status != 0:
-        raise MemoryError(f"native kernel: no memory for the factors ({n + m} × {d + 2} floats)")
+        raise MemoryError(f"native kernel: no memory for Bᵀ ({d + 2} × {m} floats)")
     return out
 
 
@@ -230,5 +234,5 @@ def distance_backward(
         torch.get_num_threads(),
     )
     if status != 0:
-        raise MemoryError(f"native kernel: no memory for the backward scratch ({d + 8} × {m} floats per thread)")
+        raise MemoryError(f"native kernel: no memory for the backward scratch (({d} + 12) × {m} floats per thread)")
     return grad_x, grad_y, grad_c.value, colsum, dot.value

@@ -65,7 +65,8 @@ static inline float log_ge1(float v) {
     p = p * f + 2.000147135e-01f;
     p = p * f - 2.500029652e-01f;
     p = p * f + 3.333332856e-01f;
-    return (float)e * 0.693147180559945f + (f - 0.5f * f2 + f2 * f * p);
+    const float log_v = (float)e * 0.693147180559945f + (f - 0.5f * f2 + f2 * f * p);
+    return v < INFINITY ? log_v : v; /* inf and NaN pass through, as from logf */
 }
 
 static int thread_count(int64_t n, int64_t m, int requested) {
@@ -95,7 +96,7 @@ static inline __attribute__((always_inline)) void forward_rows(const float *rest
         ROW_PRODUCTS(w, a, bt, m, j, R);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-            const float x = w[r] > 0.0f ? w[r] : 0.0f; /* cancellation in A Bᵀ can give w < 0 */
+            const float x = w[r] < 0.0f ? 0.0f : w[r]; /* cancellation in A Bᵀ can give w < 0; NaN stays */
             out[r * m + j] = alpha * log_ge1(1.0f + 2.0f * (x + sqrtf(x + x * x))) + bias[j];
         }
     }
@@ -159,8 +160,8 @@ static inline __attribute__((always_inline)) void backward_rows(
         ROW_PRODUCTS(w, a, bt, m, j, R);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-            const float x = w[r] > 0.0f ? w[r] : 0.0f, root = sqrtf(x + x * x), gr = g[r * m + j];
-            qj[r] = gr / (root > root_floor ? root : root_floor);
+            const float x = w[r] < 0.0f ? 0.0f : w[r], root = sqrtf(x + x * x), gr = g[r * m + j];
+            qj[r] = gr / (root < root_floor ? root_floor : root);
             q[r * m + j] = qj[r];
             gsum += gr;
             gdot += gr * (out[r * m + j] - bias[j]);
@@ -185,7 +186,9 @@ static inline __attribute__((always_inline)) void backward_rows(
  *   A_i = σ_i [x_i, ‖x_i‖², 1],  σ_i = c / max(1 − c‖x_i‖², eps)          (n×K)
  *   B_j = v_j [−2y_j, 1, ‖y_j‖²],  v_j = 1 / max(1 − c‖y_j‖², eps)         (stored transposed, K×m)
  * so that (A Bᵀ)_ij = c‖x_i − y_j‖² / ((1 − c‖x_i‖²)(1 − c‖y_j‖²)). The floor only acts on points
- * outside the ball (invalid input), where it keeps the distance large and finite. */
+ * outside the ball (invalid input), where it keeps the distance large and finite. Every floor and
+ * clamp here is written so that NaN passes through it (x < lo ? lo : x), as through clamp_min in
+ * the eager kernel: a diverged input must show up as NaN logits and gradients, not be hidden. */
 enum { D = K - 2 };
 
 static float squared_norm(const float *v) {
@@ -198,7 +201,7 @@ static float squared_norm(const float *v) {
 static void left_factor(const float *x, float c, float eps, int64_t i, int R, float *a) {
     for (int r = 0; r < R; ++r) {
         const float *xi = x + (i + r) * D;
-        const float x2 = squared_norm(xi), den = 1.0f - c * x2, sigma = c / (den > eps ? den : eps);
+        const float x2 = squared_norm(xi), den = 1.0f - c * x2, sigma = c / (den < eps ? eps : den);
         for (int d = 0; d < D; ++d) a[r * K + d] = sigma * xi[d];
         a[r * K + D] = sigma * x2;
         a[r * K + D + 1] = sigma;
@@ -209,7 +212,7 @@ static void left_factor(const float *x, float c, float eps, int64_t i, int R, fl
 static void right_factor_t(const float *y, float c, float eps, int64_t m, float *bt) {
     for (int64_t j = 0; j < m; ++j) {
         const float *yj = y + j * D;
-        const float y2 = squared_norm(yj), den = 1.0f - c * y2, v = 1.0f / (den > eps ? den : eps);
+        const float y2 = squared_norm(yj), den = 1.0f - c * y2, v = 1.0f / (den < eps ? eps : den);
         for (int d = 0; d < D; ++d) bt[d * m + j] = -2.0f * v * yj[d];
         bt[D * m + j] = v;
         bt[(D + 1) * m + j] = v * y2;
@@ -225,7 +228,7 @@ static double left_factor_backward(const float *x, float c, float eps, int64_t i
     for (int r = 0; r < R; ++r) {
         const float *xi = x + (i + r) * D, *g = ga + r * K;
         const float x2 = squared_norm(xi), den = 1.0f - c * x2;
-        const int floored = !(den > eps);
+        const int floored = den < eps;
         const float sigma = c / (floored ? eps : den);
         float gsigma = g[D] * x2 + g[D + 1];
         for (int d = 0; d < D; ++d) gsigma += g[d] * xi[d];
@@ -243,7 +246,7 @@ static double right_factor_backward(const float *y, float c, float eps, int64_t 
     for (int64_t j = 0; j < m; ++j) {
         const float *yj = y + j * D;
         const float y2 = squared_norm(yj), den = 1.0f - c * y2;
-        const int floored = !(den > eps);
+        const int floored = den < eps;
         const float v = 1.0f / (floored ? eps : den);
         float gv = gbt[D * m + j] + gbt[(D + 1) * m + j] * y2;
         for (int d = 0; d < D; ++d) gv -= 2.0f * gbt[d * m + j] * yj[d];
@@ -255,7 +258,8 @@ static double right_factor_backward(const float *y, float c, float eps, int64_t 
 }
 
 /* Scratch for Bᵀ and backward's per-thread sums ((K + 2 + ROWS)·m floats per thread), kept per
- * calling thread and grown on demand (never shrunk). A fresh allocation of this size on every call
+ * calling thread and grown on demand (never shrunk, nor freed when a thread exits: one buffer per
+ * thread that ever called, as large as its largest call). A fresh allocation of this size on every call
  * comes from mmap in glibc, and its page faults cost a fifth of the backward pass (measured with
  * benchmarks/bench_head.py on 2 cores). */
 static _Thread_local float *scratch_memory = NULL;
@@ -274,6 +278,7 @@ static float *scratch_buffer(size_t floats) {
  * curvature −c. Returns 0, or 1 when Bᵀ cannot be allocated (then nothing is written). */
 int hyperr1_distance_forward(const float *x, const float *y, float c, float eps, const float *bias, float alpha,
                              float *out, int64_t n, int64_t m, int threads) {
+    if (m == 0) return 0; /* an n×0 output: nothing to write */
     float *bt = scratch_buffer((size_t)(K * m));
     if (!bt) return 1;
     right_factor_t(y, c, eps, m, bt);
@@ -305,6 +310,12 @@ int hyperr1_distance_forward(const float *x, const float *y, float c, float eps,
 int hyperr1_distance_backward(const float *g, const float *out, const float *x, const float *y, float c, float eps,
                               const float *bias, float alpha, float root_floor, float *grad_x, float *grad_y,
                               double *grad_c, float *colsum, double *dot, int64_t n, int64_t m, int threads) {
+    if (m == 0) { /* no classes: every gradient is zero (grad_y, colsum are empty) */
+        memset(grad_x, 0, sizeof(float) * (size_t)(n * D));
+        *grad_c = 0.0;
+        *dot = 0.0;
+        return 0;
+    }
     threads = thread_count(n, m, threads);
     const size_t per_thread = (size_t)(K + 2 + ROWS) * (size_t)m; /* Aᵀq (K×m), Σ g, Σ g(out − b), q */
     float *scratch = scratch_buffer(per_thread * (size_t)threads + (size_t)(K * m));
@@ -312,9 +323,11 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
     float *bt = scratch + per_thread * (size_t)threads;
     right_factor_t(y, c, eps, m, bt);
     double gc = 0.0;
+    int used = 1; /* OpenMP may start fewer threads than asked (OMP_THREAD_LIMIT, nesting) */
 #pragma omp parallel num_threads(threads) reduction(+ : gc)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        if (t == 0) used = nt;
         float *gbt_t = scratch + per_thread * (size_t)t;
         float *colsum_t = gbt_t + K * m, *dotcol_t = colsum_t + m, *q = dotcol_t + m;
         memset(gbt_t, 0, sizeof(float) * (size_t)(K + 2) * (size_t)m);
@@ -336,7 +349,7 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
     }
     /* sum the threads' partials into thread 0's block: Σ_j over Aᵀq, Σ g and Σ g(out − b) */
     double total = 0.0;
-    for (int t = 1; t < threads; ++t) {
+    for (int t = 1; t < used; ++t) {
         const float *part = scratch + per_thread * (size_t)t;
         for (size_t k = 0; k < (size_t)(K + 2) * (size_t)m; ++k) scratch[k] += part[k];
     }
