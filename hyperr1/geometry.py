@@ -417,7 +417,7 @@ def distance_logits(
             return native.distance_forward(
                 x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), float(alpha)
             )
-        if float(alpha) != 0.0:  # the native backward divides by α; α = 0 takes the eager path below
+        if float(alpha.detach()) != 0.0:  # the native backward divides by α; α = 0 takes the eager path below
             return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
     a, b = _pair_factors(x, y, c)
     if not torch.is_grad_enabled():  # inference (sampling): no autograd, everything in place

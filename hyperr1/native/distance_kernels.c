@@ -41,7 +41,8 @@ enum { K = HYPERR1_K };
 #define MIN_ELEMENTS_PER_THREAD 65536 /* below this a thread costs more than it saves */
 #define ROWS 8                        /* rows per block (a multiple of 4, see rows_times_bt) */
 
-/* log v for finite v ≥ 1, in a form the compiler vectorises (no libm call, no branch, no division).
+/* log v for finite v ≥ 1, in a form the compiler vectorises (no libm call, no branch, no division;
+ * a ?: on the result already stops gcc vectorising the callers, which tests/test_native.py checks).
  * v = 2^e · m with m in [√½, √2), f = m − 1, and log m = f − f²/2 + f³ P(f) with P the degree-7
  * least-squares fit of (log(1 + f) − f + f²/2)/f³ at 4,000 Chebyshev nodes of [√½ − 1, √2 − 1]
  * (numpy, float64): absolute error below 1e-8 on that interval, under float32 rounding; the
@@ -66,7 +67,7 @@ static inline float log_ge1(float v) {
     p = p * f - 2.500029652e-01f;
     p = p * f + 3.333332856e-01f;
     const float log_v = (float)e * 0.693147180559945f + (f - 0.5f * f2 + f2 * f * p);
-    return v < INFINITY ? log_v : v; /* inf and NaN pass through, as from logf */
+    return log_v + (v - v); /* + 0, or NaN for v = inf or NaN: a non-finite input must not look finite */
 }
 
 static int thread_count(int64_t n, int64_t m, int requested) {
