@@ -23,7 +23,9 @@
  * Scratch is O(M·K) per thread, nothing N×M.
  *
  * Rows are split over threads with OpenMP, which runs in PyTorch's own thread pool (the process
- * loads one libgomp). The loops are plain C that gcc vectorises across the columns j at
+ * loads one libgomp). The split is static, so that for a given thread count the per-thread partial
+ * sums, and hence every gradient, are the same bit for bit from run to run (resumed runs repeat
+ * uninterrupted ones exactly); dynamic scheduling would absorb a slow core but lose that. The loops are plain C that gcc vectorises across the columns j at
  * -O3 -march=native; K is a compile-time constant (-DHYPERR1_K=…, one build per dimension) so
  * that the K-term products unroll, and the ROWS rows of a block share every load of Bᵀ.
  */
