@@ -120,27 +120,13 @@ def library(dim: int = 16) -> ctypes.CDLL:
             "filesystem that cannot execute code, set $HYPERR1_CACHE to one that can"
         ) from e
     ptr, i64, f32, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.POINTER(ctypes.c_double)
+    # x, y, c, eps, bias, alpha, out, n, m, threads
     lib.hyperr1_distance_forward.argtypes = [ptr, ptr, f32, f32, ptr, f32, ptr, i64, i64, ctypes.c_int]
     lib.hyperr1_distance_forward.restype = ctypes.c_int
+    # g, out, x, y, c, eps, bias, alpha, root_floor, grad_x, grad_y, grad_c, colsum, dot, n, m, threads
     lib.hyperr1_distance_backward.argtypes = [
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        f32,
-        f32,
-        ptr,
-        f32,
-        f32,
-        ptr,
-        ptr,
-        dbl,
-        ptr,
-        dbl,
-        i64,
-        i64,
-        ctypes.c_int,
-    ]
+        ptr, ptr, ptr, ptr, f32, f32, ptr, f32, f32, ptr, ptr, dbl, ptr, dbl, i64, i64, ctypes.c_int
+    ]  # fmt: skip
     lib.hyperr1_distance_backward.restype = ctypes.c_int
     return lib
 
