@@ -274,12 +274,19 @@ class DistanceLogits:
         return _arcosh_affine_inplace(_left_factor(x, self.c) @ self.b_t, self.alpha, self.bias)
 
 
+def _acosh_1_plus_2w_(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(acosh(1 + 2w), √(w + w²)), the first in w's own buffer: acosh(1 + 2w) = log1p(2(w + √(w + w²)))."""
+    # guard: w = c‖x−y‖²λ… ≥ 0 mathematically; cancellation in ‖x‖²+‖y‖²−2⟨x,y⟩ can make it
+    # slightly negative, and √(w + w²) of a negative w is NaN.
+    w.clamp_min_(0)
+    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), (N, M)
+    return w.add_(root).mul_(2).log1p_(), root
+
+
 def _arcosh_affine_inplace(w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """α · acosh(1 + 2w) + b computed in place on w, for inference (nothing kept for backward);
     bit for bit the values of :class:`_ArcoshAffine`."""
-    w.clamp_min_(0)  # guard: as in _arcosh_affine_eager, cancellation can make w slightly negative
-    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), same rounding as the autograd path
-    d = root.add_(w).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²)))
+    d, _ = _acosh_1_plus_2w_(w)
     return d.mul_(alpha) if bias is None else torch.addcmul(bias, d, alpha)
 
 
@@ -288,11 +295,7 @@ def _arcosh_affine_eager(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(α·acosh(1 + 2w) + b, acosh(1 + 2w), max(√(w + w²), √ε)), overwriting w with the middle one:
     three N×M buffers in all (w, the root and the output) where out-of-place ops would take nine."""
-    # guard: w = c‖x−y‖²λ… ≥ 0 mathematically; cancellation in ‖x‖²+‖y‖²−2⟨x,y⟩ can make it
-    # slightly negative, and √(w + w²) of a negative w is NaN.
-    w.clamp_min_(0)
-    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), (N, M)
-    d = w.add_(root).mul_(2).log1p_()  # acosh(1 + 2w) = log1p(2(w + √(w + w²))), in w's buffer
+    d, root = _acosh_1_plus_2w_(w)
     out = d * alpha if bias is None else torch.addcmul(bias, d, alpha)
     # guard: at w → 0 (x = y) the derivative 1/√(w+w²) diverges while ∂w/∂x → 0; below the
     # float resolution of w their product is rounding noise, so cap the derivative at 1/√ε.
@@ -352,9 +355,7 @@ class _NativeDistanceLogits(torch.autograd.Function):
         alpha_value = float(alpha)
         if alpha_value == 0.0:
             raise ValueError("the native distance kernel's backward needs α != 0")
-        out = native.distance_forward(
-            x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), alpha_value
-        )
+        out = _native_logits(x, y, c, alpha_value, bias)
         ctx.save_for_backward(x, y, c, alpha, bias, out)
         return out
 
@@ -381,6 +382,13 @@ class _NativeDistanceLogits(torch.autograd.Function):
             _scalar_like(dot / alpha_value, alpha) if needs[3] else None,
             grad_bias if bias is not None else None,
         )
+
+
+def _native_logits(
+    x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, alpha: float, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The native forward on tensors as autograd hands them over (any layout, bias optional)."""
+    return native.distance_forward(x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), alpha)
 
 
 def _scalar_like(value: float, like: torch.Tensor) -> torch.Tensor:
@@ -414,9 +422,7 @@ def distance_logits(
     alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
     if kernel == "native":
         if not torch.is_grad_enabled():  # inference (sampling): no autograd
-            return native.distance_forward(
-                x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), float(alpha)
-            )
+            return _native_logits(x, y, c, float(alpha), bias)
         if float(alpha.detach()) != 0.0:  # the native backward divides by α; α = 0 takes the eager path below
             return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
     a, b = _pair_factors(x, y, c)

@@ -71,34 +71,38 @@ def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC", "cc"))
 
 
-def _build(target: Path, flags: tuple[str, ...]) -> None:
+def _run_compiler(args: list[str]) -> subprocess.CompletedProcess:
     cc = _compiler()
+    try:
+        return subprocess.run([*cc, *args], capture_output=True, text=True)
+    except OSError as e:
+        raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
+
+
+def _build(target: Path, flags: tuple[str, ...]) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     except OSError as e:
         raise NativeUnavailable(f"cannot write the kernel cache {target.parent} ({e}); set $HYPERR1_CACHE") from e
     os.close(fd)
-    cmd = [*cc, *flags, "-o", tmp, str(SOURCE), "-lm"]
+    args = [*flags, "-o", tmp, str(SOURCE), "-lm"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
+        proc = _run_compiler(args)
+    except NativeUnavailable:
         os.unlink(tmp)
-        raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
+        raise
     if proc.returncode != 0:
         os.unlink(tmp)
-        raise NativeUnavailable(f"compiling {SOURCE.name} failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+        cmd = shlex.join([*_compiler(), *args])
+        raise NativeUnavailable(f"compiling {SOURCE.name} failed ({cmd}):\n{proc.stderr.strip()}")
     os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
     os.replace(tmp, target)  # atomic: a concurrent process sees the old file or the whole new one
 
 
 @functools.cache
 def _compiler_version() -> str:
-    cc = _compiler()
-    try:
-        return subprocess.run([*cc, "--version"], capture_output=True, text=True).stdout
-    except OSError as e:
-        raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
+    return _run_compiler(["--version"]).stdout
 
 
 @functools.cache
