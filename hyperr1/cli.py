@@ -79,28 +79,16 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _read_config_file(path: Path) -> dict:
-    if not path.exists():
-        raise SystemExit(f"error: config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        import tomllib
-
-        return tomllib.loads(text)
-    except Exception as err:
-        raise SystemExit(f"error: cannot parse config file {path}: {err}") from err
-
-
 def config_from_args(cls: type, args: argparse.Namespace):
     """Defaults ← config file ← command-line flags, then the dataclass's own validation."""
     values = {}
     if getattr(args, "config", None) is not None:
-        values = _read_config_file(args.config)
+        from hyperr1.runs import read_config_file
+
+        values = read_config_file(args.config)
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(values) - known):
-            raise SystemExit(f"error: unknown keys {unknown} in {args.config}; known: {sorted(known)}")
+            raise ValueError(f"unknown keys {unknown} in {args.config}; known: {sorted(known)}")
     for f in dataclasses.fields(cls):
         if getattr(args, f.name, None) is not None:
             values[f.name] = getattr(args, f.name)
@@ -142,7 +130,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="run name (output in <out>/<name>)")
     parser.add_argument("--out", help="parent directory of the run directory")
     parser.add_argument("--seed", type=int, help="seed of the whole run")
-    parser.add_argument("--resume", action="store_true", help="continue the run from its newest checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its newest intact checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard the files of an earlier run in the run directory first"
+    )
 
 
 def _cmd_train(args):
@@ -153,7 +144,7 @@ def _cmd_train(args):
         if getattr(args, key) is not None:
             overrides.append(f"{key}={json.dumps(getattr(args, key))}")
     cfg = load_train_config(args.config, overrides)
-    results = run_train(cfg, resume=args.resume, progress=not args.quiet)
+    results = run_train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps(results, indent=2))
 
 
@@ -196,11 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hyperr1.runs import RunLockedError
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:  # bad input: one clear line, not a traceback
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RunLockedError) as err:
+        print(f"error: {err}", file=sys.stderr)  # bad input or a busy run directory: one clear line
         return 2
     return 0
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from hyperr1 import geometry
 from hyperr1.hierarchy import Hierarchy, load_hierarchy
 from hyperr1.optim import riemannian_optimizer
-from hyperr1.runs import run_metadata, write_json
+from hyperr1.runs import write_json, write_record
 
 MANIFOLDS = ("poincare", "euclidean")
 
@@ -329,7 +329,7 @@ def run_embed(cfg: EmbedConfig, *, progress: bool = True) -> dict:
     if cfg.out is not None:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"config": asdict(cfg), **run_metadata()})
+        write_record(out, asdict(cfg), kind="embed")
         write_json(out / "metrics.json", result["metrics"])
         with open(out / "history.jsonl", "w") as f:
             for rec in result["history"]:

@@ -16,17 +16,18 @@ concept of the hierarchy, owns a prototype p_v (a ``geoopt.ManifoldParameter``) 
 Hugging Face seq2seq model, and the Auto classes know the ``"hyperr1"`` model type.
 
 For training and sampling it also has a lean path (:meth:`~HyperR1ForConditionalGeneration.sample`,
-:meth:`~HyperR1ForConditionalGeneration.completion_logprobs`) that runs the same BART weights
-through ``scaled_dot_product_attention`` with a preallocated key/value cache: the encoder runs
-once per prompt, the cross-attention keys and values are projected once per prompt, and each
-decoding step costs one token's worth of work. ``tests/test_model.py`` checks that the lean path
-gives the logits of the Hugging Face forward to float precision.
+:meth:`~HyperR1ForConditionalGeneration.completion_logprobs`,
+:meth:`~HyperR1ForConditionalGeneration.completion_log_distribution`), thin methods over
+:mod:`hyperr1.decoding`: the same BART weights through ``scaled_dot_product_attention`` with a
+preallocated key/value cache.
+
+Loading is strict: :meth:`~HyperR1ForConditionalGeneration.from_pretrained` and
+:meth:`~HyperR1ForConditionalGeneration.load_weights` refuse weights that do not fit the config,
+non-finite tensors and prototypes outside the ball, naming the tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import geoopt
@@ -38,7 +39,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, BartConfig, Generati
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.bart.modeling_bart import BartModel
 
-from hyperr1 import geometry
+from hyperr1 import decoding, geometry
 from hyperr1.nn import HyperbolicDistanceHead, PoincareProjection
 
 HEADS = ("poincare", "euclidean")
@@ -94,44 +95,6 @@ class HyperR1Config(BartConfig):
                 raise ValueError(f"d_model={self.d_model} is not divisible by {side}_attention_heads={heads}")
 
 
-@dataclass
-class SampleOutput:
-    """Completions drawn by :meth:`HyperR1ForConditionalGeneration.sample` (N = prompts × samples)."""
-
-    tokens: torch.Tensor  # (N, T) sampled ids; after end-of-sequence: pad
-    logprobs: torch.Tensor  # (N, T) log π(token | prefix) at the sampling temperature; 0 on padding
-    mask: torch.Tensor  # (N, T) bool: True on completion tokens, the end-of-sequence token included
-
-
-def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Keep the ``top_k`` largest logits and the smallest set whose probability reaches ``top_p``
-    (nucleus sampling, Holtzman et al. 2020); the others become −inf. The most likely token always
-    survives. ``top_k=0`` and ``top_p=1`` leave the logits unchanged."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        mass_before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
-        drop_sorted = mass_before >= top_p  # the first token has mass_before 0 and is kept
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One draw per row of ``probs`` (N, V) by inverting the CDF with a single uniform per row.
-
-    Same distribution as ``torch.multinomial(probs, 1)``, which on the CPU draws V exponentials
-    per row and was a quarter of a GRPO step. Zero-probability tokens have empty CDF intervals and
-    are never drawn.
-    """
-    cdf = probs.cumsum(-1)  # (N, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # (N,)
-
-
 class HyperR1PreTrainedModel(PreTrainedModel):
     config_class = HyperR1Config
     base_model_prefix = "model"
@@ -177,15 +140,49 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then the ball's points are ManifoldParameters again.
+        """``PreTrainedModel.from_pretrained``, strict and validated; the ball's points are
+        ManifoldParameters again.
 
-        The Hugging Face loader materialises every weight as a plain ``nn.Parameter``; geoopt's
-        optimizers only take Riemannian steps on ``ManifoldParameter``s, so they are rewrapped
-        here (values unchanged, bit for bit).
+        Weights that do not fit are an error, never a silent re-initialisation: a tensor missing
+        from the file (other than a tied copy), an unexpected one (e.g. a Euclidean head's under a
+        Poincaré config), a shape mismatch, a non-finite value or a prototype outside the ball
+        raises ``ValueError`` naming the tensor. The Hugging Face loader materialises every weight
+        as a plain ``nn.Parameter``; geoopt's optimizers only take Riemannian steps on
+        ``ManifoldParameter``s, so they are rewrapped here (values unchanged, bit for bit).
         """
-        model = super().from_pretrained(*args, **kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path", "?")
+        problems = []
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            keys = sorted(str(k) for k in info.get(kind) or ())
+            if kind == "missing_keys":
+                keys = [k for k in keys if k not in model.all_tied_weights_keys]
+            if keys:
+                problems.append(f"{kind.replace('_', ' ')}: {keys}")
+        if problems:
+            head = model.config.head
+            raise ValueError(f"weights in {where} do not fit a {head}-head {cls.__name__}: " + "; ".join(problems))
+        model.validate_weights(where)
         model.restore_manifold_parameters()
-        return model
+        return (model, info) if want_info else model
+
+    def validate_weights(self, where: object = "the model") -> None:
+        """``ValueError`` naming the first tensor that is not finite, or a prototype outside the ball
+        (c‖p_v‖² ≥ 1: the distance head's factor 1 − c‖p‖² would be ≤ 0)."""
+        for name, t in self.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"weights in {where}: tensor {name!r} has non-finite values")
+        if self.config.head == "poincare":
+            p = self.head.prototypes.detach()
+            c = float(self.head.ball.c.detach())
+            norms = c * p.double().pow(2).sum(-1)  # (V,)
+            if bool((norms >= 1).any()):
+                bad = int(norms.argmax())
+                raise ValueError(
+                    f"weights in {where}: tensor 'head.prototypes' row {bad} lies outside the Poincaré ball "
+                    f"(c·‖p‖² = {float(norms[bad]):.4g} >= 1)"
+                )
 
     def restore_manifold_parameters(self) -> None:
         """Rewrap the Poincaré head's prototypes as a ``ManifoldParameter`` on its ball and
@@ -207,9 +204,15 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         """
         from safetensors.torch import load_file
 
-        missing, unexpected = self.load_state_dict(load_file(Path(path) / "model.safetensors"), strict=False)
+        file = Path(path) / "model.safetensors"
+        try:
+            state = load_file(file)
+        except Exception as err:  # safetensors' SafetensorError (truncated / garbage file) derives from Exception only
+            raise ValueError(f"cannot read weights {file}: {err}") from err
+        missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected or set(missing) - set(self.all_tied_weights_keys):
             raise ValueError(f"weights in {path} do not match the model: missing {missing}, unexpected {unexpected}")
+        self.validate_weights(path)
 
     # ---------------------------------------------------------------- Hugging Face interface
 
@@ -267,235 +270,23 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             encoder_last_hidden_state=out.encoder_last_hidden_state,
         )
 
-    # ---------------------------------------------------------------- lean path
-
-    def _inference_head(self):
-        """:meth:`logits` for a run of decoding steps: the prototypes' half of the distance
-        computation is built once (:class:`hyperr1.geometry.DistanceLogits`), same values."""
-        head = self.head
-        if self.config.head != "poincare" or head.squared:
-            return self.logits
-        fixed = geometry.DistanceLogits(
-            head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias, kernel=head.kernel
-        )
-        return lambda hidden: fixed(self.projection(hidden))  # (N, D) → (N, V)
+    # ---------------------------------------------------------------- lean path (hyperr1.decoding)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, S, D) of the prompts."""
         return self.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def _cross_kv(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per decoder layer, cross-attention keys and values (B, H, S, d_h) of the encoder states."""
-        kv = []
-        for layer in self.model.decoder.layers:
-            attn = layer.encoder_attn
-            kv.append((_heads(attn.k_proj(enc), attn.num_heads), _heads(attn.v_proj(enc), attn.num_heads)))
-        return kv
+    def completion_logprobs(self, input_ids, attention_mask, completions, **kwargs):
+        """Teacher-forced log π(y_t | x, y_<t) (N, T); see :func:`hyperr1.decoding.completion_logprobs`."""
+        return decoding.completion_logprobs(self, input_ids, attention_mask, completions, **kwargs)
 
-    def _decode(
-        self,
-        tokens: torch.Tensor,
-        start: int,
-        cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
-        enc_mask: torch.Tensor,
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> torch.Tensor:
-        """Decoder states (N, L, D) of ``tokens`` (N, L) at positions start..start+L−1.
+    def completion_log_distribution(self, input_ids, attention_mask, completions, **kwargs) -> torch.Tensor:
+        """Full next-token log-distributions (N, T, V); see :func:`hyperr1.decoding.completion_log_distribution`."""
+        return decoding.completion_log_distribution(self, input_ids, attention_mask, completions, **kwargs)
 
-        The same computation as ``BartDecoder`` (post-LN blocks: causal self-attention, cross-
-        attention, GELU MLP) written against its weights. With ``cache`` (per layer, preallocated
-        keys and values (N, H, T_max, d_h)) the new keys/values are written at ``start`` and the
-        queries attend to every cached position before them; without it, causal attention over
-        ``tokens`` alone (training). ``cross_kv`` holds one (B, H, S, d_h) pair per layer for the
-        B prompts, whose N/B samples are consecutive rows of ``tokens``; ``enc_mask`` (B, 1, 1, S)
-        is True at real prompt tokens. ``qkv`` optionally holds :meth:`_fused_qkv` for a run of steps.
-        """
-        dec = self.model.decoder
-        n, length = tokens.shape
-        if cache is not None and start > 0 and length > 1:
-            raise ValueError("with a cache, a block of several tokens can only be decoded from position 0")
-        offset = dec.embed_positions.offset  # BART's learned positions start at row 2
-        x = F.embedding(tokens, dec.embed_tokens.weight)  # (N, L, D)
-        if dec.embed_tokens.embed_scale != 1.0:
-            x = x * dec.embed_tokens.embed_scale
-        x = x + dec.embed_positions.weight[start + offset : start + offset + length]
-        x = dec.layernorm_embedding(x)
-        qkv = qkv or self._fused_qkv()
-        for i, layer in enumerate(dec.layers):
-            sa = layer.self_attn
-            q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, *qkv[i]).chunk(3, dim=-1))
-            if cache is not None:
-                k_all, v_all = cache[i]
-                k_all[:, :, start : start + length] = k
-                v_all[:, :, start : start + length] = v
-                k, v = k_all[:, :, : start + length], v_all[:, :, : start + length]
-            # one new query attends to every cached key; a block of L > 1 queries attends causally
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
-            x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(a)))
-            ca = layer.encoder_attn
-            ck, cv = cross_kv[i]  # (B, H, S, d_h): once per prompt, shared by its G samples
-            b, h, _, d_h = ck.shape
-            g = n // b
-            # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
-            q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
-            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
-            a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
-            x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
-            x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
-        return x
-
-    def _fused_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per decoder layer, the stacked self-attention projections [W_q; W_k; W_v] and biases."""
-        fused = []
-        for layer in self.model.decoder.layers:
-            sa = layer.self_attn
-            fused.append(
-                (
-                    torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight]),  # (3D, D)
-                    torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias]),
-                )
-            )
-        return fused
-
-    def _prepare(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Encode each prompt once; its cross keys/values serve all its ``num_samples`` rows."""
-        max_pos = self.config.max_position_embeddings
-        if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
-            raise ValueError(
-                f"expected (B, S) prompt ids and mask, got {tuple(input_ids.shape)}, {tuple(attention_mask.shape)}"
-            )
-        if input_ids.shape[1] > max_pos:
-            raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        enc = self.encode(input_ids, attention_mask)  # (B, S, D)
-        return self._cross_kv(enc), attention_mask.bool()[:, None, None, :]  # [(B, H, S, d_h)] per layer, (B, 1, 1, S)
-
-    def completion_logprobs(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        completions: torch.Tensor,
-        *,
-        num_samples: int = 1,
-        temperature: float = 1.0,
-        return_entropy: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced log π(y_t | x, y_<t) (N, T) of ``completions`` (N, T), N = B·num_samples
-        with the samples of one prompt contiguous; differentiable. With ``return_entropy`` also the
-        entropy of π(· | x, y_<t) per position (N, T)."""
-        n_expected = input_ids.shape[0] * num_samples
-        if completions.dim() != 2 or completions.shape[0] != n_expected:
-            raise ValueError(
-                f"expected ({n_expected}, T) completions for {input_ids.shape[0]} prompts × "
-                f"{num_samples} samples, got {tuple(completions.shape)}"
-            )
-        if completions.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"completion of {completions.shape[1]} tokens exceeds max_position_embeddings="
-                f"{self.config.max_position_embeddings}"
-            )
-        cross_kv, enc_mask = self._prepare(input_ids, attention_mask, num_samples)
-        start = torch.full_like(completions[:, :1], self.config.decoder_start_token_id)
-        dec_in = torch.cat([start, completions[:, :-1]], dim=1)  # (N, T): <s> y_1 .. y_{T-1}
-        logits = self.logits(self._decode(dec_in, 0, cross_kv, enc_mask)) / temperature  # (N, T, V)
-        logp_all = logits.log_softmax(-1)
-        logp = logp_all.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N, T)
-        if not return_entropy:
-            return logp
-        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N, T)
-        return logp, entropy
-
-    def sample(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        *,
-        num_samples: int = 1,
-        max_new_tokens: int = 64,
-        greedy: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> SampleOutput:
-        """Draw ``num_samples`` completions per prompt (prompt-major rows), stopping each sequence
-        at its end-of-sequence token; ``greedy`` takes the argmax instead.
-
-        Log-probabilities are those of the tempered distribution softmax(logits / T) before
-        top-k/top-p filtering, i.e. of the policy being trained when T = 1.
-        """
-        with torch.inference_mode():  # lighter than no_grad for a loop of small ops
-            out = self._draw(
-                input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
-            )
-        # inference tensors cannot enter autograd later (training re-scores these tokens): plain copies
-        return SampleOutput(*(t.clone() for t in out))
-
-    def _draw(
-        self, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
-    ):
-        """The sampling loop of :meth:`sample` (arguments as there)."""
-        if temperature <= 0 and not greedy:
-            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
-        if not 0 < top_p <= 1 or top_k < 0:
-            raise ValueError(f"need top_p in (0, 1] and top_k >= 0, got top_p={top_p}, top_k={top_k}")
-        max_pos = self.config.max_position_embeddings
-        if not 1 <= max_new_tokens <= max_pos:
-            raise ValueError(f"max_new_tokens must be in [1, {max_pos}], got {max_new_tokens}")
-        cfg = self.config
-        cross_kv, enc_mask = self._prepare(input_ids, attention_mask, num_samples)
-        n, device = enc_mask.shape[0] * num_samples, input_ids.device
-        heads, d_h = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
-        cache = [
-            (
-                cross_kv[0][0].new_empty(n, heads, max_new_tokens, d_h),
-                cross_kv[0][0].new_empty(n, heads, max_new_tokens, d_h),
-            )
-            for _ in range(cfg.decoder_layers)
-        ]
-        head, qkv = self._inference_head(), self._fused_qkv()
-        filtered = top_k > 0 or top_p < 1.0
-        tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
-        logprobs = torch.zeros(n, max_new_tokens, device=device)
-        mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-        for t in range(max_new_tokens):
-            logits = head(self._decode(last, t, cross_kv, enc_mask, cache, qkv)[:, -1])  # (N, V)
-            if not greedy and temperature != 1.0:
-                logits = logits / temperature
-            logp_all = logits.log_softmax(-1)
-            if greedy:
-                nxt = logits.argmax(-1)
-            else:
-                probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
-                nxt = sample_categorical(probs, generator)  # (N,)
-            nxt = nxt.masked_fill(done, cfg.pad_token_id)
-            tokens[:, t] = nxt
-            logprobs[:, t] = logp_all.gather(-1, nxt[:, None]).squeeze(-1).masked_fill(done, 0.0)
-            mask[:, t] = ~done
-            done = done | (nxt == cfg.eos_token_id)
-            if bool(done.all()):
-                tokens, logprobs, mask = tokens[:, : t + 1], logprobs[:, : t + 1], mask[:, : t + 1]
-                break
-            last = nxt[:, None]
-        return tokens, logprobs, mask
-
-
-def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(N, L, D) → (N, H, L, D/H)."""
-    n, length, d = x.shape
-    return x.view(n, length, num_heads, d // num_heads).transpose(1, 2)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    """(N, H, L, d_h) → (N, L, H·d_h)."""
-    n, h, length, d_h = x.shape
-    return x.transpose(1, 2).reshape(n, length, h * d_h)
+    def sample(self, input_ids, attention_mask, **kwargs) -> decoding.SampleOutput:
+        """KV-cache sampling of completions; see :func:`hyperr1.decoding.sample`."""
+        return decoding.sample(self, input_ids, attention_mask, **kwargs)
 
 
 def save_policy(model: HyperR1ForConditionalGeneration, path) -> None:
@@ -520,53 +311,6 @@ def build_policy(vocab_size: int, **overrides) -> HyperR1ForConditionalGeneratio
     return HyperR1ForConditionalGeneration(HyperR1Config(vocab_size=vocab_size, **overrides))
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt ids and attention mask (B, S), right-padded."""
-    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
-    return enc.input_ids.to(device), enc.attention_mask.to(device)
-
-
-def decode_completions(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
-    """Completion ids (N, T) → text, the end-of-sequence token and padding dropped."""
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    eos = tokenizer.eos_token_id
-    rows = []
-    for ids, m in zip(tokens.tolist(), mask.tolist(), strict=True):
-        rows.append(" ".join(vocab[i] for i, keep in zip(ids, m, strict=True) if keep and i != eos))
-    return rows
-
-
-class TextPolicy:
-    """The model as an :class:`hyperr1.evaluate.Policy`: prompts (text) → completions (text).
-
-    Prompts are tokenized and encoded in batches; sampling uses :meth:`~HyperR1ForConditionalGeneration.sample`
-    with a seeded generator, so an evaluation is reproducible.
-    """
-
-    def __init__(self, model: HyperR1ForConditionalGeneration, tokenizer, *, max_new_tokens: int = 64, seed: int = 0):
-        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
-
-    def __call__(self, prompts, *, num_samples: int, greedy: bool, temperature: float = 1.0, top_p: float = 1.0):
-        was_training = self.model.training
-        self.model.eval()
-        ids, amask = encode_prompts(self.tokenizer, prompts, self.model.device)
-        out = self.model.sample(
-            ids,
-            amask,
-            num_samples=1 if greedy else num_samples,
-            max_new_tokens=self.max_new_tokens,
-            greedy=greedy,
-            temperature=temperature,
-            top_p=top_p,
-            generator=self.generator,
-        )
-        self.model.train(was_training)
-        texts = decode_completions(self.tokenizer, out.tokens, out.mask)
-        k = 1 if greedy else num_samples
-        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-
 AutoConfig.register("hyperr1", HyperR1Config)
 AutoModelForSeq2SeqLM.register(HyperR1Config, HyperR1ForConditionalGeneration)
 
@@ -574,12 +318,7 @@ __all__ = [
     "HEADS",
     "HyperR1Config",
     "HyperR1ForConditionalGeneration",
-    "SampleOutput",
-    "TextPolicy",
     "build_policy",
     "count_parameters",
-    "decode_completions",
-    "encode_prompts",
-    "filter_logits",
     "save_policy",
 ]

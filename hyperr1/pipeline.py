@@ -1,62 +1,95 @@
 """``hyperr1 train``: warm start → GRPO → evaluation, one run directory per config.
 
-    hyperr1 train --config experiments/configs/mammals_poincare.toml [--set grpo.steps=20] [--resume]
+    hyperr1 train --config experiments/configs/mammals_poincare.toml [--set grpo.steps=20]
+                  [--resume | --overwrite]
 
 writes ``runs/<name>/``::
 
-    config.json              resolved TrainConfig + package version, git commit, machine
+    config.json              the run record (hyperr1.runs): resolved TrainConfig, version, commit,
+                             machine, command line, start time; each --resume appended
     tokenizer/               the word-level tokenizer (save_pretrained)
-    warm_start/              metrics.jsonl, config.json, model/ (safetensors)
+    warm_start/              metrics.jsonl, config.json, model/ (safetensors), done.json
     grpo/                    metrics.jsonl, samples.jsonl, collapses.jsonl, checkpoints/step_*/
     eval_warm_start.json     held-out evaluation of the warm-started policy (hyperr1.evaluate)
     eval_grpo.json           held-out evaluation after GRPO
+    policy/                  the final policy and tokenizer (AutoModelForSeq2SeqLM / AutoTokenizer)
     results.json             the headline numbers of both, with 95% CIs
+
+One process owns a run directory (:class:`hyperr1.runs.RunLock`). A new run refuses a directory
+that holds files unless ``--overwrite`` (which clears it); ``--resume`` continues the recorded run
+— a finished warm start is reused, GRPO continues from its newest intact checkpoint — and refuses
+any config change but ``grpo.steps`` (the step budget), and a run with nothing to resume from.
 
 A TOML config has top-level keys (``name``, ``data``, ``seed``, ``out``) and one table per part:
 ``[model]`` (:class:`ModelConfig`), ``[tasks]`` (:class:`hyperr1.splits.TasksConfig`), ``[sft]``
 (:class:`hyperr1.sft.SFTConfig`), ``[grpo]`` (:class:`hyperr1.trainer.GRPOConfig`), ``[eval]``
-(:class:`hyperr1.evaluate.EvalConfig`). Unknown keys are errors. The run's ``seed`` seeds the task
-splits, the initial weights, the warm start and GRPO.
+(:class:`hyperr1.evaluate.EvalConfig`). Unknown keys, wrong types, NaN/inf and out-of-range values
+are errors naming the key, raised before any work. The run's ``seed`` seeds the task splits, the
+initial weights, the warm start and GRPO.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
+import math
 import random
+import shutil
 import typing
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tomllib
 import torch
 
+from hyperr1.decoding import TextPolicy
+from hyperr1.distributed import barrier, init_distributed, world
 from hyperr1.evaluate import EvalConfig, evaluate, write_results
+from hyperr1.faults import crash_point
 from hyperr1.hierarchy import load_hierarchy
-from hyperr1.model import HyperR1Config, HyperR1ForConditionalGeneration, TextPolicy, count_parameters
-from hyperr1.runs import run_metadata, write_json
+from hyperr1.model import HyperR1Config, HyperR1ForConditionalGeneration, count_parameters, save_policy
+from hyperr1.runs import (
+    RunLock,
+    append_resume,
+    clear_directory,
+    config_changes,
+    holds_other_files,
+    read_config_file,
+    read_json,
+    read_jsonl,
+    read_record,
+    write_json,
+    write_record,
+)
 from hyperr1.sft import SFTConfig, train_sft
 from hyperr1.splits import TEST_SPLITS, TasksConfig, build_splits
 from hyperr1.tokenizer import build_tokenizer
-from hyperr1.trainer import GRPOConfig, GRPOTrainer, eval_subset, greedy_metrics, init_distributed, world
+from hyperr1.trainer import GRPOConfig, GRPOTrainer, eval_subset, greedy_metrics
+
+_DEFAULTS = HyperR1Config()  # the one source of the model's defaults
+RESUMABLE_CHANGES = ("grpo.steps",)  # what a --resume may change: the step budget
 
 
 @dataclass
 class ModelConfig:
-    """Size and head of the policy (see :class:`hyperr1.model.HyperR1Config`)."""
+    """Size and head of the policy: the [model] table, mapped onto :class:`hyperr1.model.HyperR1Config`
+    (whose defaults these are; ``layers``/``attention_heads``/``ffn_dim`` set encoder and decoder alike)."""
 
-    head: str = "poincare"  # output layer: "poincare" or "euclidean"
-    head_dim: int = 16  # k: dimension of the head's space
-    d_model: int = 64  # D: transformer width
-    layers: int = 2  # encoder layers = decoder layers
-    attention_heads: int = 4  # attention heads per layer
-    ffn_dim: int = 256  # hidden width of each MLP
-    curvature: float = 1.0  # c of the ball
-    learn_curvature: bool = False  # train c
-    clip_r: float | None = 2.0  # feature clipping radius r before exp₀ (None: off)
-    head_init_scale: float = 5.0  # initial s of logit = −s·d(z, p) + b
-    max_position_embeddings: int = 128  # longest prompt / completion
+    head: str = _DEFAULTS.head  # output layer: "poincare" or "euclidean"
+    head_dim: int = _DEFAULTS.head_dim  # k: dimension of the head's space
+    d_model: int = _DEFAULTS.d_model  # D: transformer width
+    layers: int = _DEFAULTS.encoder_layers  # encoder layers = decoder layers
+    attention_heads: int = _DEFAULTS.encoder_attention_heads  # attention heads per layer
+    ffn_dim: int = _DEFAULTS.encoder_ffn_dim  # hidden width of each MLP
+    curvature: float = _DEFAULTS.curvature  # c of the ball
+    learn_curvature: bool = _DEFAULTS.learn_curvature  # train c
+    clip_r: float | None = _DEFAULTS.clip_r  # feature clipping radius r before exp₀ (None: off)
+    head_init_scale: float = _DEFAULTS.head_init_scale  # initial s of logit = −s·d(z, p) + b
+    head_kernel: str = _DEFAULTS.head_kernel  # distance kernel of the Poincaré head: "auto" | "eager" | "native"
+    init_std: float = _DEFAULTS.init_std  # std of the normal initialisation of linear and embedding weights
+    activation_function: str = _DEFAULTS.activation_function  # MLP activation (a transformers ACT2FN name)
+    max_position_embeddings: int = _DEFAULTS.max_position_embeddings  # longest prompt / completion
 
     def hf_config(self, vocab_size: int) -> HyperR1Config:
         return HyperR1Config(
@@ -74,6 +107,9 @@ class ModelConfig:
             learn_curvature=self.learn_curvature,
             clip_r=self.clip_r,
             head_init_scale=self.head_init_scale,
+            head_kernel=self.head_kernel,
+            init_std=self.init_std,
+            activation_function=self.activation_function,
             max_position_embeddings=self.max_position_embeddings,
         )
 
@@ -107,13 +143,49 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        """Every value checked before any work; errors name the key."""
+        check_finite(self)
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available")
-        self.sft.validate()
-        self.grpo.validate()
-        self.model.hf_config(vocab_size=8)  # HyperR1Config raises on an invalid head or size
+        check_run_name(self.name, self.out)
+        if self.eval_min_hops < 1:
+            raise ValueError(f"eval_min_hops must be >= 1, got {self.eval_min_hops}")
+        for part in ("sft", "grpo"):
+            try:
+                getattr(self, part).validate()
+            except ValueError as err:
+                raise ValueError(f"{part}: {err}") from err
+        try:
+            self.model.hf_config(vocab_size=8)  # HyperR1Config raises on an invalid head or size
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model: {err}") from err
+        if self.grpo.max_completion_length > self.model.max_position_embeddings:
+            raise ValueError(
+                f"grpo.max_completion_length={self.grpo.max_completion_length} exceeds "
+                f"model.max_position_embeddings={self.model.max_position_embeddings}"
+            )
+
+
+def check_finite(cfg, where: str = "config") -> None:
+    """``ValueError`` naming the first float field (at any depth) that is NaN or infinite."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{where}.{f.name}" if where != "config" else f.name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            key = f"{where}.{f.name}" if where != "config" else f.name
+            raise ValueError(f"{key} must be a finite number, got {value}")
+
+
+def check_run_name(name: str, out: str) -> None:
+    """The run directory ``<out>/<name>`` must lie inside ``out``: no absolute name, no ``..``."""
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or name.strip() != name:
+        raise ValueError(f"name {name!r} must be a relative run name inside --out (no '..', not absolute)")
+    if not (Path(out) / name).resolve().is_relative_to(Path(out).resolve()):
+        raise ValueError(f"name {name!r} escapes --out {out!r}")
 
 
 # ---------------------------------------------------------------- configs from files
@@ -155,13 +227,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
     """TrainConfig from a TOML/JSON file (or the defaults), then ``section.key=value`` overrides."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            values = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
-        except (ValueError, tomllib.TOMLDecodeError) as err:
-            raise ValueError(f"cannot parse config file {path}: {err}") from err
+        values = read_config_file(path)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
@@ -198,17 +264,49 @@ def headline(results: dict) -> dict:
     }
 
 
-def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+def run_train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Run the pipeline of ``cfg`` (see the module docstring); returns the results dict."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    cfg.validate()
     init_distributed(cfg.device)
     rank, _ = world()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.device == "cuda" else torch.device("cpu")
     cfg = cfg.resolved()
     run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_json(run / "config.json", {"config": asdict(cfg), "meta": run_metadata()})
+    with RunLock(run) if rank == 0 else nullcontext():
+        if rank == 0:
+            _open_run_directory(run, cfg, resume=resume, overwrite=overwrite)
+        barrier()
+        return _run_pipeline(cfg, run, device, resume=resume, progress=progress)
 
+
+def _open_run_directory(run: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """Check that ``run`` may be written by this run, and write or extend its record."""
+    config = asdict(cfg)
+    if resume:
+        record = read_record(run)
+        changes = config_changes(record["config"], config)
+        if refused := sorted(set(changes) - set(RESUMABLE_CHANGES)):
+            detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
+            raise ValueError(
+                f"--resume of {run} would change {refused} ({detail}); a resumed run keeps its config "
+                f"(only {list(RESUMABLE_CHANGES)} may change): start a new run under another --name instead"
+            )
+        append_resume(run, changes)
+        return
+    if others := holds_other_files(run):
+        if not overwrite:
+            raise FileExistsError(
+                f"run directory {run} already holds a run ({', '.join(others[:6])}); pass --resume to "
+                "continue it or --overwrite to discard it and start again"
+            )
+        clear_directory(run)
+    write_record(run, config, kind="train")
+
+
+def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: bool, progress: bool) -> dict:
+    rank, _ = world()
     h = load_hierarchy(cfg.data)
     splits, audit = build_splits(h, cfg.tasks)
     if not audit["passed"]:
@@ -221,25 +319,27 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     warm_dir = run / "warm_start"
-    if resume and (warm_dir / "done.json").exists():  # a finished warm start (not an interrupted one)
+    if resume and (warm_dir / "done.json").exists():  # a finished warm start (an interrupted one is redone)
         model = HyperR1ForConditionalGeneration.from_pretrained(warm_dir / "model").to(device)
     else:
         model = HyperR1ForConditionalGeneration(cfg.model.hf_config(len(tokenizer))).to(device)
         if rank == 0:
+            shutil.rmtree(warm_dir, ignore_errors=True)
             monitor = _greedy_monitor(tokenizer, held_out, h, cfg.grpo.eval_examples, cfg.grpo.max_completion_length)
             train_sft(
                 model, tokenizer, splits["warm_start"], cfg.sft, out=warm_dir, evaluate_fn=monitor, progress=progress
             )
         _sync_from_disk(model, warm_dir / "model")
 
-    policy = TextPolicy(model, tokenizer, max_new_tokens=cfg.grpo.max_completion_length, seed=cfg.eval.seed)
     results = {"name": cfg.name, "seed": cfg.seed, "parameters": count_parameters(model)}
     if rank == 0:
         if resume and (run / "eval_warm_start.json").exists():
-            warm_eval = json.loads((run / "eval_warm_start.json").read_text())
+            warm_eval = read_json(run / "eval_warm_start.json")
         else:
+            policy = TextPolicy(model, tokenizer, max_new_tokens=cfg.grpo.max_completion_length, seed=cfg.eval.seed)
             warm_eval = evaluate(policy, held_out, h, cfg.eval)
             write_results(warm_eval, run / "eval_warm_start.json")
+            crash_point("run/warm_eval")
         results["warm_start"] = headline(warm_eval)
 
     trainer = GRPOTrainer(  # π_ref: a frozen copy of the warm-started policy
@@ -251,19 +351,54 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
         run / "grpo",
         eval_splits=held_out,
         progress=progress,
+        config=asdict(cfg),
     )
-    trainer.train(resume=resume and trainer.latest_checkpoint() is not None)
+    trainer.train(**_grpo_mode(trainer, resume))
+    crash_point("run/grpo_done")
 
     if rank == 0:
         policy = TextPolicy(model, tokenizer, max_new_tokens=cfg.grpo.max_completion_length, seed=cfg.eval.seed)
         grpo_eval = evaluate(policy, held_out, h, cfg.eval)
         write_results(grpo_eval, run / "eval_grpo.json")
+        save_final_policy(model, tokenizer, run / "policy")
+        crash_point("run/policy")
         results["grpo"] = headline(grpo_eval)
         results["grpo_steps"] = trainer.step_count
         results["collapse_episodes"] = trainer.episodes
         results["rollbacks"] = trainer.rollbacks
+        results["policy"] = str(run / "policy")
         write_json(run / "results.json", results)
     return results
+
+
+def _grpo_mode(trainer: GRPOTrainer, resume: bool) -> dict:
+    """How GRPO starts: from its newest intact checkpoint on --resume; afresh when it had not
+    recorded a step yet; and an error when it had, but no checkpoint survives."""
+    if not resume:
+        return {"resume": False}
+    if trainer.latest_checkpoint() is not None:
+        return {"resume": True}
+    steps = read_jsonl(trainer.out / "metrics.jsonl", repair_tail=True)
+    if steps:
+        raise FileNotFoundError(
+            f"--resume: {trainer.out / 'metrics.jsonl'} records {len(steps)} GRPO steps but no usable checkpoint "
+            f"is left in {trainer.checkpoint_root} (looked for step_NNNNNN/ with a complete state.json)"
+        )
+    return {"resume": False, "overwrite": True}  # nothing of GRPO was recorded: starting it is resuming it
+
+
+def save_final_policy(model: HyperR1ForConditionalGeneration, tokenizer, path: str | Path) -> Path:
+    """``save_pretrained`` of the policy and its tokenizer into ``path`` (written beside it, then
+    renamed), loadable with ``AutoModelForSeq2SeqLM`` / ``AutoTokenizer`` after ``import hyperr1``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_policy(model, tmp)
+    tokenizer.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
 
 
 def _greedy_monitor(tokenizer, held_out: dict, h, n: int, max_new_tokens: int):

@@ -12,9 +12,10 @@ The grammar (see :mod:`hyperr1.tasks`), on whitespace-separated tokens::
     chain      := C ( -> C | wait C )*          with `wait` never the first operator of a chain
 
 ``C`` is any token that is not a grammar or special token; ``A`` any token that is not a tag,
-operator or special token. A leading ``<s>`` and trailing ``</s>``/``<pad>`` strings (with or
-without whitespace) are ignored. ``a -> b wait c`` withdraws the step a→b and replaces it with
-a→c, so the chain read for faithfulness is ``a -> c``.
+operator or special token. Leading ``<s>``/``<pad>`` and trailing ``</s>``/``<pad>`` strings (with
+or without whitespace between them and the text: ``x</s></s>`` reads as ``x``) are ignored.
+``a -> b wait c`` withdraws the step a→b and replaces it with a→c, so the chain read for
+faithfulness is ``a -> c``.
 
 - ``format_reward``: 1 if the completion follows the grammar exactly, else 0 (R1's format reward).
 - ``tag_count_reward``: 0.25 for each of the four tags present exactly once (open-r1's
@@ -26,12 +27,21 @@ a→c, so the chain read for faithfulness is ``a -> c``.
 - ``composite_reward(weights, h)``: ``Σ_i w_i r_i / Σ_i w_i``; R1's recipe is accuracy + format.
   Normalising by ``Σ w`` keeps it in [0, 1] and leaves GRPO's group-normalised advantages
   ``(r - mean) / std`` unchanged.
+
+One registry, one parse: :data:`REWARDS` maps each reward's name to its score of one
+:class:`ParsedCompletion`, and every entry point reads it. :func:`score_completions` parses each
+completion once and returns every defined reward and the weighted total together (what a trainer
+logs and optimises); the TRL-style functions above and ``composite_reward`` are thin views of it.
+
+Cost: O(len(text)) per completion for every reward. The text is split on whitespace once, and the
+special tokens are dropped by moving two indices over that token list (never by re-slicing the
+text, which made ``</s> </s> ...`` quadratic); ``benchmarks/bench_rewards.py`` measures it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 
 from hyperr1.hierarchy import Hierarchy
@@ -54,6 +64,7 @@ from hyperr1.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 RewardFn = Callable[..., list[float]]
 _NOT_CONCEPT = frozenset(GRAMMAR_TOKENS) | frozenset(SPECIAL_TOKENS)
 _NOT_ANSWER = frozenset(TAGS) | frozenset(OPERATORS) | frozenset(SPECIAL_TOKENS)
+_LEADING, _TRAILING = (BOS, PAD), (EOS, PAD)  # specials ignored at the start / at the end
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class ParsedCompletion:
     retractions: tuple[tuple[str, str, str], ...]  # (a, withdrawn b, replacement c) per `wait`
     answer: str | None  # the single token of the first answer block, else None
     n_wait: int  # `wait` tokens anywhere in the completion
+    tag_counts: tuple[int, ...] = (0, 0, 0, 0)  # occurrences of each of TAGS, in TAGS order
 
     @property
     def steps(self) -> list[tuple[str, str]]:
@@ -85,21 +97,47 @@ def completion_text(completion: object) -> str:
     return ""
 
 
-def _strip_specials(text: str) -> str:
-    text = text.strip()
-    while True:
-        before = text
-        for tok in (EOS, PAD):
-            if text.endswith(tok):
-                text = text[: -len(tok)].rstrip()
-        for tok in (BOS, PAD):
-            if text.startswith(tok):
-                text = text[len(tok) :].lstrip()
-        if text == before:
-            return text
+def _strip_specials(toks: list[str]) -> list[str]:
+    """``toks`` without leading ``<s>``/``<pad>`` and trailing ``</s>``/``<pad>``, glued or not.
+
+    The same tokens as removing those strings from the ends of the text one at a time, with any
+    whitespace beside them, and splitting what is left (``"x</s> </s>"`` → ``["x"]``,
+    ``"<s><think>"`` → ``["<think>"]``). Two indices walk in from the ends over whole tokens, and
+    within a token the glued specials are matched by offset (``endswith(tok, 0, end)``), so every
+    character is looked at a bounded number of times: O(len(text)). (Re-slicing the text once per
+    special, as this function once did, made ``</s> </s> ...`` quadratic.)
+    """
+    j = len(toks)  # toks[:j] is what the trailing specials leave
+    while j:
+        t = toks[j - 1]
+        if t in _TRAILING:  # the common case, a whole special token
+            j -= 1
+            continue
+        end = len(t)
+        while t.endswith(_TRAILING, 0, end):  # "</s>" ends in "s>", "<pad>" in "d>"
+            end -= len(EOS) if t[end - 2] == "s" else len(PAD)
+        if end:  # text before the glued specials ends the trailing run
+            toks[j - 1] = t[:end]
+            break
+        j -= 1
+    i = 0  # toks[i:j] is what the leading specials leave
+    while i < j:
+        t = toks[i]
+        if t in _LEADING:
+            i += 1
+            continue
+        start = 0
+        while t.startswith(_LEADING, start):  # "<s>" starts with "<s", "<pad>" with "<p"
+            start += len(BOS) if t[start + 1] == "s" else len(PAD)
+        if start < len(t):
+            toks[i] = t[start:]
+            break
+        i += 1
+    return toks[i:j]
 
 
 def _well_formed(toks: list[str]) -> bool:
+    """Whether ``toks`` follows the grammar of the module docstring exactly; one pass."""
     if len(toks) < 6 or toks[0] != THINK_OPEN or toks[-4:-2] != [THINK_CLOSE, ANSWER_OPEN]:
         return False
     if toks[-1] != ANSWER_CLOSE or toks[-2] in _NOT_ANSWER:
@@ -147,18 +185,16 @@ def _read_chains(body: list[str]) -> tuple[Chains, tuple[tuple[str, str, str], .
 
 def _block(toks: list[str], open_tag: str, close_tag: str) -> list[str] | None:
     """Tokens between the first ``open_tag`` and the next ``close_tag``; None if absent."""
-    if open_tag not in toks:
-        return None
-    i = toks.index(open_tag)
     try:
+        i = toks.index(open_tag)
         return toks[i + 1 : toks.index(close_tag, i + 1)]
     except ValueError:
         return None
 
 
 def parse_completion(completion: object) -> ParsedCompletion:
-    """Read a completion (string or conversational list); never raises."""
-    toks = _strip_specials(completion_text(completion)).split()
+    """Read a completion (string or conversational list); never raises; O(len(text))."""
+    toks = _strip_specials(completion_text(completion).split())
     body = _block(toks, THINK_OPEN, THINK_CLOSE)
     chains, retractions = _read_chains(body) if body is not None else ((), ())
     inner = _block(toks, ANSWER_OPEN, ANSWER_CLOSE)
@@ -169,13 +205,14 @@ def parse_completion(completion: object) -> ParsedCompletion:
         retractions=retractions,
         answer=inner[0] if inner is not None and len(inner) == 1 else None,
         n_wait=toks.count(WAIT),
+        tag_counts=tuple(toks.count(tag) for tag in TAGS),
     )
 
 
 # ---------------------------------------------------------------- graph checks
 
 
-def is_correct(parsed: ParsedCompletion, answers: Sequence[str]) -> bool:
+def is_correct(parsed: ParsedCompletion, answers: Collection[str]) -> bool:
     """The answer is one of the accepted ``answers``."""
     return parsed.answer is not None and parsed.answer in answers
 
@@ -221,60 +258,118 @@ def chain_is_valid(parsed: ParsedCompletion, task: str, args: Sequence[str], h: 
     return False
 
 
-# ---------------------------------------------------------------- TRL reward functions
+# ---------------------------------------------------------------- the registry
 
 
-def format_reward(completions: Sequence[object], **kwargs) -> list[float]:
-    """1.0 for a completion that follows the grammar exactly, else 0.0."""
-    return [float(parse_completion(c).well_formed) for c in completions]
+@dataclass(frozen=True)
+class Reward:
+    """One reward: its score r ∈ [0, 1] of a parsed completion, and what that score reads."""
+
+    score: Callable[[ParsedCompletion, Collection[str] | None, Hierarchy | None], float]  # (parsed, gold, h) -> r
+    doc: str  # one line, the docstring of its TRL-style function
+    needs_answers: bool = False  # reads the accepted answers (an `answers` column)
+    needs_hierarchy: bool = False  # reads the graph
 
 
-def tag_count_reward(completions: Sequence[object], **kwargs) -> list[float]:
-    """0.25 for each of ``<think> </think> <answer> </answer>`` occurring exactly once."""
+REWARDS: dict[str, Reward] = {
+    "accuracy": Reward(
+        lambda p, gold, h: float(is_correct(p, gold)),
+        "1.0 if the first answer block holds exactly one token and it is an accepted answer.",
+        needs_answers=True,
+    ),
+    "format": Reward(lambda p, gold, h: float(p.well_formed), "1.0 for a completion that follows the grammar exactly."),
+    "tag_count": Reward(
+        lambda p, gold, h: 0.25 * sum(n == 1 for n in p.tag_counts),
+        "0.25 for each of ``<think> </think> <answer> </answer>`` occurring exactly once.",
+    ),
+    "faithfulness": Reward(
+        lambda p, gold, h: faithfulness(p, h),
+        "Fraction of chain steps (after retractions) that are parent edges of the hierarchy.",
+        needs_hierarchy=True,
+    ),
+}  # name -> reward; the names are those of RewardWeights' fields, in the same order
+
+
+def defined_rewards(*, answers: bool, hierarchy: bool) -> list[str]:
+    """Names of the rewards that can be scored given answers (or not) and a hierarchy (or not)."""
+    return [n for n, r in REWARDS.items() if (answers or not r.needs_answers) and (hierarchy or not r.needs_hierarchy)]
+
+
+def _accepted(n: int, answers: Sequence | None) -> list[frozenset[str]]:
+    """Per-completion accepted answers from an ``answers`` column: lists, JSON lists or strings."""
+    if answers is None:
+        raise ValueError("the accuracy reward needs an `answers` (or `answer`) dataset column")
+    if len(answers) != n:
+        raise ValueError(f"{len(answers)} gold answers for {n} completions")
     out = []
-    for c in completions:
-        toks = _strip_specials(completion_text(c)).split()
-        out.append(0.25 * sum(toks.count(tag) == 1 for tag in TAGS))
-    return out
-
-
-def _accepted(n: int, answers: Sequence | None, answer: Sequence | None) -> list[set[str]]:
-    """Per-completion accepted answers from an ``answers`` column (lists or JSON lists) or an
-    ``answer`` column (strings)."""
-    col = answers if answers is not None else answer
-    if col is None:
-        raise ValueError("accuracy_reward needs an `answers` (or `answer`) dataset column")
-    if len(col) != n:
-        raise ValueError(f"{len(col)} gold answers for {n} completions")
-    out = []
-    for a in col:
+    for a in answers:
         if isinstance(a, str) and a.startswith("["):
             try:  # a JSON-serialised list of answers
                 a = json.loads(a)
             except ValueError:
                 pass
-        out.append({a} if isinstance(a, str) else {str(v) for v in a})
+        out.append(frozenset({a} if isinstance(a, str) else {str(v) for v in a}))
     return out
 
 
-def accuracy_reward(
+def _score(
+    names: Sequence[str],
     completions: Sequence[object],
-    answers: Sequence | None = None,
-    answer: Sequence | None = None,
-    **kwargs,
-) -> list[float]:
-    """1.0 if the first answer block holds exactly one token and it is an accepted answer."""
-    gold = _accepted(len(completions), answers, answer)
-    return [float(is_correct(parse_completion(c), g)) for c, g in zip(completions, gold, strict=True)]
+    gold: Sequence[Collection[str]] | None,
+    hierarchy: Hierarchy | None,
+) -> dict[str, list[float]]:
+    """``{name: [r_name(c) for c in completions]}``, parsing each completion exactly once."""
+    per_fn: dict[str, list[float]] = {n: [] for n in names}
+    for i, c in enumerate(completions):
+        p = parse_completion(c)  # the one parse of this completion
+        g = gold[i] if gold is not None else None
+        for n in names:
+            per_fn[n].append(REWARDS[n].score(p, g, hierarchy))
+    return per_fn
+
+
+# ---------------------------------------------------------------- TRL reward functions
+
+
+def trl_reward(name: str, hierarchy: Hierarchy | None = None) -> RewardFn:
+    """The TRL-style ``fn(completions, **columns) -> list[float]`` of ``REWARDS[name]``.
+
+    A reward that reads the accepted answers takes them from the ``answers`` column (or
+    ``answer``, strings); one that reads the graph needs ``hierarchy`` here.
+    """
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known: {list(REWARDS)}")
+    spec = REWARDS[name]
+    if spec.needs_hierarchy and hierarchy is None:
+        raise ValueError(f"the {name} reward needs the hierarchy: trl_reward({name!r}, h)")
+
+    def reward(
+        completions: Sequence[object], answers: Sequence | None = None, answer: Sequence | None = None, **kwargs
+    ) -> list[float]:
+        gold = _accepted(len(completions), answers if answers is not None else answer) if spec.needs_answers else None
+        return _score((name,), completions, gold, hierarchy)[name]
+
+    reward.__name__ = reward.__qualname__ = f"{name}_reward"  # TRL logs rewards under __name__
+    reward.__doc__ = spec.doc
+    return reward
+
+
+format_reward = trl_reward("format")
+tag_count_reward = trl_reward("tag_count")
+accuracy_reward = trl_reward("accuracy")
 
 
 def make_faithfulness_reward(h: Hierarchy) -> RewardFn:
     """``faithfulness_reward(completions, **kwargs)``: fraction of steps that are parent edges."""
+    return trl_reward("faithfulness", h)
 
-    def faithfulness_reward(completions: Sequence[object], **kwargs) -> list[float]:
-        return [faithfulness(parse_completion(c), h) for c in completions]
 
-    return faithfulness_reward
+def reward_functions(hierarchy: Hierarchy | None = None) -> dict[str, RewardFn]:
+    """The TRL-style function of every reward that can be scored (faithfulness needs the graph)."""
+    return {n: trl_reward(n, hierarchy) for n in defined_rewards(answers=True, hierarchy=hierarchy is not None)}
+
+
+# ---------------------------------------------------------------- weighted total
 
 
 @dataclass(frozen=True)
@@ -287,40 +382,83 @@ class RewardWeights:
     faithfulness: float = 0.0  # w_faith, weight of the faithfulness reward (needs the hierarchy)
 
 
+assert [f.name for f in fields(RewardWeights)] == list(REWARDS), "one weight per reward, in registry order"
+
+
+@dataclass(frozen=True)
+class RewardScores:
+    """What :func:`score_completions` returns: the weighted total and every defined reward."""
+
+    total: list[float]  # Σ_i w_i r_i / Σ_i w_i per completion, in [0, 1]
+    per_fn: dict[str, list[float]]  # reward name -> r per completion, for every defined reward
+
+
+def _weight_table(weights: RewardWeights | dict | None) -> dict[str, float]:
+    """``{name: w}`` for every reward, checked: w ≥ 0 with Σ w > 0; a dict's missing names weigh 0."""
+    if isinstance(weights, dict):
+        if unknown := sorted(set(weights) - set(REWARDS)):
+            raise ValueError(f"unknown rewards {unknown}; known: {list(REWARDS)}")
+        table = {n: float(weights.get(n, 0.0)) for n in REWARDS}
+    else:
+        w = weights or RewardWeights()
+        table = {n: float(getattr(w, n)) for n in REWARDS}
+    if any(not v >= 0 for v in table.values()) or not sum(table.values()) > 0:  # `not >=` also rejects NaN
+        raise ValueError(f"reward weights must be >= 0 with a positive sum, got {table}")
+    return table
+
+
+def _check_needs(table: dict[str, float], answers: bool, hierarchy: bool) -> None:
+    if table["faithfulness"] > 0 and not hierarchy:
+        raise ValueError("a faithfulness weight needs the hierarchy: composite_reward(w, h)")
+    if table["accuracy"] > 0 and not answers:
+        _accepted(0, None)  # raises: the accuracy reward needs an `answers` column
+
+
+def score_completions(
+    completions: Sequence[object],
+    answers: Sequence | None,
+    weights: RewardWeights | dict | None = None,
+    hierarchy: Hierarchy | None = None,
+) -> RewardScores:
+    """Every defined reward and the weighted total ``Σ_i w_i r_i / Σ_i w_i`` (clipped to [0, 1]),
+    parsing each completion exactly once.
+
+    ``answers`` is the ``answers`` column (per completion: a list of accepted answers, a JSON
+    list or one string), or None when the accuracy weight is 0; ``per_fn`` holds accuracy when
+    answers are given, format and tag_count always, faithfulness when ``hierarchy`` is given,
+    whatever their weights. The sum runs over the non-zero weights in registry order, so the
+    total is bit-for-bit that of :func:`composite_reward`, which calls this.
+    """
+    table = _weight_table(weights)
+    _check_needs(table, answers is not None, hierarchy is not None)
+    gold = _accepted(len(completions), answers) if answers is not None else None
+    names = defined_rewards(answers=gold is not None, hierarchy=hierarchy is not None)
+    per_fn = _score(names, completions, gold, hierarchy)
+    used = [(n, w) for n, w in table.items() if w > 0]
+    w_sum = sum(table.values())
+    total = []
+    for i in range(len(completions)):
+        v = 0.0
+        for n, w in used:
+            v += w * per_fn[n][i]
+        total.append(min(1.0, max(0.0, v / w_sum)))  # guard: rounding of the mean past 1
+    return RewardScores(total=total, per_fn=per_fn)
+
+
 def composite_reward(weights: RewardWeights | dict | None = None, hierarchy: Hierarchy | None = None) -> RewardFn:
-    """The weighted mean ``Σ w_i r_i / Σ w_i`` of the rewards with non-zero weight.
+    """The weighted mean ``Σ w_i r_i / Σ w_i`` of the rewards with non-zero weight, TRL-style.
 
     ``weights`` is a :class:`RewardWeights` (default: R1's accuracy + format) or a dict naming
     exactly the rewards wanted (missing names weigh 0), e.g. ``{"accuracy": 1, "format": 0.5}``.
+    The weights and the hierarchy are checked here, once; the scores are ``score_completions``'s.
     """
-    names = [f.name for f in fields(RewardWeights)]
-    if isinstance(weights, dict):
-        if unknown := sorted(set(weights) - set(names)):
-            raise ValueError(f"unknown rewards {unknown}; known: {names}")
-        table = {n: float(weights.get(n, 0.0)) for n in names}
-    else:
-        w = weights or RewardWeights()
-        table = {n: getattr(w, n) for n in names}
-    if any(v < 0 for v in table.values()) or sum(table.values()) <= 0:
-        raise ValueError(f"reward weights must be >= 0 with a positive sum, got {table}")
-    if table["faithfulness"] > 0 and hierarchy is None:
-        raise ValueError("a faithfulness weight needs the hierarchy: composite_reward(w, h)")
-    fns: dict[str, RewardFn] = {
-        "accuracy": accuracy_reward,
-        "format": format_reward,
-        "tag_count": tag_count_reward,
-    }
-    if hierarchy is not None:
-        fns["faithfulness"] = make_faithfulness_reward(hierarchy)
-    total = sum(table.values())
+    table = _weight_table(weights)
+    _check_needs(table, answers=True, hierarchy=hierarchy is not None)
 
-    def reward(completions: Sequence[object], **kwargs) -> list[float]:
-        out = [0.0] * len(completions)
-        for name, wi in table.items():
-            if wi > 0:
-                for i, r in enumerate(fns[name](completions, **kwargs)):
-                    out[i] += wi * r
-        return [min(1.0, max(0.0, v / total)) for v in out]
+    def reward(
+        completions: Sequence[object], answers: Sequence | None = None, answer: Sequence | None = None, **kwargs
+    ) -> list[float]:
+        return score_completions(completions, answers if answers is not None else answer, table, hierarchy).total
 
-    reward.__name__ = "composite_reward"
+    reward.__name__ = reward.__qualname__ = "composite_reward"
     return reward

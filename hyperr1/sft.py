@@ -14,7 +14,6 @@ optimised with Riemannian Adam (geoopt), the ball's prototypes at their own lear
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -25,8 +24,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperr1.model import HyperR1ForConditionalGeneration, encode_prompts, save_policy
+from hyperr1.decoding import encode_prompts
+from hyperr1.faults import crash_point
+from hyperr1.model import HyperR1ForConditionalGeneration, save_policy
 from hyperr1.optim import riemannian_optimizer
+from hyperr1.runs import append_jsonl, write_json, write_record
 from hyperr1.tasks import TaskExample
 
 
@@ -47,6 +49,8 @@ class SFTConfig:
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"need weight_decay >= 0 and grad_clip >= 0, got {self.weight_decay}, {self.grad_clip}")
         if self.lr <= 0 or (self.manifold_lr is not None and self.manifold_lr <= 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, manifold_lr={self.manifold_lr}")
 
@@ -97,7 +101,7 @@ def train_sft(
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        write_record(out, asdict(cfg), kind="warm_start")
         (out / "metrics.jsonl").write_text("")
     history = []
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
@@ -125,12 +129,13 @@ def train_sft(
             row.update(evaluate_fn(model))
         history.append(row)
         if out is not None:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(out / "metrics.jsonl", row)
+            crash_point("sft/epoch")
             if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
                 save_policy(model, out / "checkpoint")
     bar.close()
     if out is not None:  # the final model, then the marker that says the warm start is complete
         save_policy(model, out / "model")
-        (out / "done.json").write_text(json.dumps({"epochs": cfg.epochs}) + "\n")
+        crash_point("sft/saved")
+        write_json(out / "done.json", {"epochs": cfg.epochs})
     return history

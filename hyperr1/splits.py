@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hyperr1 import __version__
 from hyperr1.hierarchy import Hierarchy, load_hierarchy
+from hyperr1.runs import write_json, write_record
 from hyperr1.tasks import (
     MAX_K,
     NO,
@@ -354,7 +353,7 @@ def run_tasks(cfg: TasksConfig) -> dict:
     """Build the splits of ``cfg.data`` and write them to ``cfg.out``.
 
     Writes ``<split>.jsonl`` (one :meth:`TaskExample.to_json` per line), ``audit.json``,
-    ``config.json`` (resolved config, package version, git commit) and ``summary.md``; returns
+    ``config.json`` (the run record of :mod:`hyperr1.runs`, plus the hierarchy's size) and ``summary.md``; returns
     ``{"out", "sizes", "audit", "summary"}``.
     """
     h = load_hierarchy(cfg.data)
@@ -368,13 +367,9 @@ def run_tasks(cfg: TasksConfig) -> dict:
     summary += "\n" + _audit_markdown(audit)
     (out / "summary.md").write_text(summary, encoding="utf-8")
     (out / "audit.json").write_text(json.dumps(audit, indent=2) + "\n", encoding="utf-8")
-    meta = {
-        "config": asdict(cfg),
-        "hierarchy": {"name": h.name, "nodes": len(h), "edges": h.graph.number_of_edges()},
-        "version": __version__,
-        "git_commit": _git_commit(),
-    }
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    record = write_record(out, asdict(cfg), kind="tasks")
+    record["hierarchy"] = {"name": h.name, "nodes": len(h), "edges": h.graph.number_of_edges()}
+    write_json(out / "config.json", record)
     sizes = {name: len(exs) for name, exs in splits.items()}
     return {"out": str(out), "sizes": sizes, "audit": audit, "summary": summary}
 
@@ -396,19 +391,3 @@ def _audit_markdown(audit: dict) -> str:
             f"{g['max_question_containment']:.3f} | {g['questions_fully_contained']} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except OSError:
-        return None
-    commit = done.stdout.strip() if done.returncode == 0 else ""
-    return commit or None

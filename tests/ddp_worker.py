@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from tiny_world import build_tiny_world
 
-from hyperr1.trainer import GRPOConfig, GRPOTrainer, init_distributed, world
+from hyperr1.distributed import init_distributed, world
+from hyperr1.trainer import GRPOConfig, GRPOTrainer
 
 
 def main(out: Path) -> None:
@@ -32,19 +33,19 @@ def main(out: Path) -> None:
     )
     trainer = GRPOTrainer(model, tok, splits["train"], h, cfg, out / "run", progress=False)
     record = {"prompts": [], "rewards": []}
-    real_prompts, real_reward = trainer._prompts, trainer.reward_total
+    real_prompts, real_score = trainer._prompts, trainer.score
 
     def prompts():
         batch = real_prompts()
         record["prompts"].append([ex.prompt for ex in batch])
         return batch
 
-    def reward(texts, **kw):
-        r = real_reward(texts, **kw)
-        record["rewards"].append(r)
-        return r
+    def score(texts, answers):
+        total, per_fn = real_score(texts, answers)
+        record["rewards"].append(total)
+        return total, per_fn
 
-    trainer._prompts, trainer.reward_total = prompts, reward
+    trainer._prompts, trainer.score = prompts, score
     rows = trainer.train()
     digest = [float(p.detach().double().sum()) for p in model.parameters()]
     (out / f"rank{rank}.json").write_text(json.dumps({**record, "digest": digest, "rows": rows, "world": size}))

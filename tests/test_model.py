@@ -5,14 +5,12 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
+from hyperr1.decoding import TextPolicy, decode_completions, filter_logits
 from hyperr1.model import (
     HyperR1Config,
     HyperR1ForConditionalGeneration,
-    TextPolicy,
     build_policy,
     count_parameters,
-    decode_completions,
-    filter_logits,
 )
 
 V = 50

@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny_world import build_tiny_world
 
+from hyperr1.checkpoint import CheckpointError
 from hyperr1.sft import sft_loss
 from hyperr1.trainer import GRPOConfig, GRPOTrainer
 
@@ -160,7 +161,7 @@ def test_corrupt_checkpoint_is_a_clear_error(world, tmp_path):
     trainer, _ = run(world, tmp_path, grpo_cfg(steps=2))
     ckpt = trainer.latest_checkpoint()
     (ckpt / "state.json").unlink()
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match="not a complete checkpoint: no state.json"):
         trainer.load_checkpoint(ckpt)
 
 

@@ -1,0 +1,407 @@
+"""The lean decoding path of the policy: KV-cache sampler, teacher-forced log-probabilities and
+full next-token distributions.
+
+The functions here run the BART weights of a :class:`hyperr1.model.HyperR1ForConditionalGeneration`
+through ``scaled_dot_product_attention`` with a preallocated key/value cache, instead of through
+``BartDecoder``:
+
+- the encoder runs once per prompt, and the cross-attention keys and values are projected once
+  per prompt and shared by its ``num_samples`` completions (prompt-major rows: the samples of one
+  prompt are consecutive);
+- each sampling step costs one token's worth of work (the new token's query against the cache);
+- the Poincaré head's prototype half of the distance computation is built once per sampling run.
+
+``tests/test_model.py`` checks that this path gives the logits of the Hugging Face forward to
+float precision and that sampled log-probabilities equal teacher-forced ones.
+
+Shapes: B prompts of S tokens, N = B·G completions of T tokens, width D, H heads of d_h = D/H,
+vocabulary V.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from hyperr1 import geometry
+
+if TYPE_CHECKING:  # the model module imports this one
+    from hyperr1.model import HyperR1ForConditionalGeneration
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # one (keys, values) pair per decoder layer
+
+
+@dataclass
+class SampleOutput:
+    """Completions drawn by :func:`sample` (N = prompts × samples)."""
+
+    tokens: torch.Tensor  # (N, T) sampled ids; after end-of-sequence: pad
+    logprobs: torch.Tensor  # (N, T) log π(token | prefix) at the sampling temperature; 0 on padding
+    mask: torch.Tensor  # (N, T) bool: True on completion tokens, the end-of-sequence token included
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits and the smallest set whose probability reaches ``top_p``
+    (nucleus sampling, Holtzman et al. 2020); the others become −inf. The most likely token always
+    survives. ``top_k=0`` and ``top_p=1`` leave the logits unchanged."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = mass_before >= top_p  # the first token has mass_before 0 and is kept
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of ``probs`` (N, V) by inverting the CDF with a single uniform per row.
+
+    Same distribution as ``torch.multinomial(probs, 1)``, which on the CPU draws V exponentials
+    per row and was a quarter of a GRPO step. Zero-probability tokens have empty CDF intervals and
+    are never drawn.
+    """
+    cdf = probs.cumsum(-1)  # (N, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # (N,)
+
+
+# ---------------------------------------------------------------- the decoder against BART's weights
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(N, L, D) → (N, H, L, D/H)."""
+    n, length, d = x.shape
+    return x.view(n, length, num_heads, d // num_heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, L, d_h) → (N, L, H·d_h)."""
+    n, h, length, d_h = x.shape
+    return x.transpose(1, 2).reshape(n, length, h * d_h)
+
+
+def inference_head(model: HyperR1ForConditionalGeneration):
+    """``model.logits`` for a run of decoding steps: the prototypes' half of the distance
+    computation is built once (:class:`hyperr1.geometry.DistanceLogits`), same values."""
+    head = model.head
+    if model.config.head != "poincare" or head.squared:
+        return model.logits
+    fixed = geometry.DistanceLogits(
+        head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias, kernel=head.kernel
+    )
+    return lambda hidden: fixed(model.projection(hidden))  # (N, D) → (N, V)
+
+
+def cross_kv(model: HyperR1ForConditionalGeneration, enc: torch.Tensor) -> KV:
+    """Per decoder layer, cross-attention keys and values (B, H, S, d_h) of the encoder states."""
+    kv = []
+    for layer in model.model.decoder.layers:
+        attn = layer.encoder_attn
+        kv.append((_heads(attn.k_proj(enc), attn.num_heads), _heads(attn.v_proj(enc), attn.num_heads)))
+    return kv
+
+
+def fused_qkv(model: HyperR1ForConditionalGeneration) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per decoder layer, the stacked self-attention projections [W_q; W_k; W_v] (3D, D) and biases."""
+    fused = []
+    for layer in model.model.decoder.layers:
+        sa = layer.self_attn
+        weight = torch.cat([sa.q_proj.weight, sa.k_proj.weight, sa.v_proj.weight])
+        fused.append((weight, torch.cat([sa.q_proj.bias, sa.k_proj.bias, sa.v_proj.bias])))
+    return fused
+
+
+def decode(
+    model: HyperR1ForConditionalGeneration,
+    tokens: torch.Tensor,
+    start: int,
+    cross: KV,
+    enc_mask: torch.Tensor,
+    cache: KV | None = None,
+    qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Decoder states (N, L, D) of ``tokens`` (N, L) at positions start..start+L−1.
+
+    The same computation as ``BartDecoder`` (post-LN blocks: causal self-attention, cross-
+    attention, GELU MLP) written against its weights. With ``cache`` (per layer, preallocated
+    keys and values (N, H, T_max, d_h)) the new keys/values are written at ``start`` and the
+    queries attend to every cached position before them; without it, causal attention over
+    ``tokens`` alone (training). ``cross`` holds one (B, H, S, d_h) pair per layer for the
+    B prompts, whose N/B samples are consecutive rows of ``tokens``; ``enc_mask`` (B, 1, 1, S)
+    is True at real prompt tokens. ``qkv`` optionally holds :func:`fused_qkv` for a run of steps.
+    """
+    dec = model.model.decoder
+    n, length = tokens.shape
+    if cache is not None and start > 0 and length > 1:
+        raise ValueError("with a cache, a block of several tokens can only be decoded from position 0")
+    offset = dec.embed_positions.offset  # BART's learned positions start at row 2
+    x = F.embedding(tokens, dec.embed_tokens.weight)  # (N, L, D)
+    if dec.embed_tokens.embed_scale != 1.0:
+        x = x * dec.embed_tokens.embed_scale
+    x = x + dec.embed_positions.weight[start + offset : start + offset + length]
+    x = dec.layernorm_embedding(x)
+    qkv = qkv or fused_qkv(model)
+    for i, layer in enumerate(dec.layers):
+        sa = layer.self_attn
+        q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, *qkv[i]).chunk(3, dim=-1))
+        if cache is not None:
+            k_all, v_all = cache[i]
+            k_all[:, :, start : start + length] = k
+            v_all[:, :, start : start + length] = v
+            k, v = k_all[:, :, : start + length], v_all[:, :, : start + length]
+        # one new query attends to every cached key; a block of L > 1 queries attends causally
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
+        x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(a)))
+        ca = layer.encoder_attn
+        ck, cv = cross[i]  # (B, H, S, d_h): once per prompt, shared by its G samples
+        b, h, _, d_h = ck.shape
+        g = n // b
+        # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
+        q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
+        a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
+        a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
+        x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
+        x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
+    return x
+
+
+def prepare(
+    model: HyperR1ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
+) -> tuple[KV, torch.Tensor]:
+    """Encode each prompt once; its cross keys/values serve all its ``num_samples`` rows.
+
+    Returns the per-layer cross keys/values [(B, H, S, d_h)] and the prompt mask (B, 1, 1, S).
+    """
+    max_pos = model.config.max_position_embeddings
+    if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+        raise ValueError(
+            f"expected (B, S) prompt ids and mask, got {tuple(input_ids.shape)}, {tuple(attention_mask.shape)}"
+        )
+    if input_ids.shape[1] > max_pos:
+        raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    enc = model.encode(input_ids, attention_mask)  # (B, S, D)
+    return cross_kv(model, enc), attention_mask.bool()[:, None, None, :]
+
+
+# ---------------------------------------------------------------- teacher forcing
+
+
+def completion_logits(
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completions: torch.Tensor,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Teacher-forced logits / T (N, T, V) of every position of ``completions`` (N, T), N = B·num_samples
+    with the samples of one prompt contiguous; differentiable."""
+    n_expected = input_ids.shape[0] * num_samples
+    if completions.dim() != 2 or completions.shape[0] != n_expected:
+        raise ValueError(
+            f"expected ({n_expected}, T) completions for {input_ids.shape[0]} prompts × "
+            f"{num_samples} samples, got {tuple(completions.shape)}"
+        )
+    if completions.shape[1] > model.config.max_position_embeddings:
+        raise ValueError(
+            f"completion of {completions.shape[1]} tokens exceeds max_position_embeddings="
+            f"{model.config.max_position_embeddings}"
+        )
+    cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
+    start = torch.full_like(completions[:, :1], model.config.decoder_start_token_id)
+    dec_in = torch.cat([start, completions[:, :-1]], dim=1)  # (N, T): <s> y_1 .. y_{T-1}
+    return model.logits(decode(model, dec_in, 0, cross, enc_mask)) / temperature  # (N, T, V)
+
+
+def completion_logprobs(
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completions: torch.Tensor,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced log π(y_t | x, y_<t) (N, T) of ``completions``; with ``return_entropy`` also
+    the entropy H(π(· | x, y_<t)) = −Σ_v π_v log π_v per position (N, T)."""
+    logits = completion_logits(
+        model, input_ids, attention_mask, completions, num_samples=num_samples, temperature=temperature
+    )
+    logp_all = logits.log_softmax(-1)  # (N, T, V)
+    logp = logp_all.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N, T)
+    if not return_entropy:
+        return logp
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N, T)
+    return logp, entropy
+
+
+def completion_log_distribution(
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completions: torch.Tensor,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The full teacher-forced next-token distribution log softmax(logits / T) (N, T, V) at every
+    position of ``completions`` — what logit distillation compares (Hinton et al. 2015). Gathering
+    it at the completion's tokens gives :func:`completion_logprobs` exactly."""
+    logits = completion_logits(
+        model, input_ids, attention_mask, completions, num_samples=num_samples, temperature=temperature
+    )
+    return logits.log_softmax(-1)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def sample(
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SampleOutput:
+    """Draw ``num_samples`` completions per prompt (prompt-major rows), stopping each sequence
+    at its end-of-sequence token; ``greedy`` takes the argmax instead.
+
+    Log-probabilities are those of the tempered distribution softmax(logits / T) before
+    top-k/top-p filtering, i.e. of the policy being trained when T = 1.
+    """
+    if temperature <= 0 and not greedy:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    if not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"need top_p in (0, 1] and top_k >= 0, got top_p={top_p}, top_k={top_k}")
+    max_pos = model.config.max_position_embeddings
+    if not 1 <= max_new_tokens <= max_pos:
+        raise ValueError(f"max_new_tokens must be in [1, {max_pos}], got {max_new_tokens}")
+    with torch.inference_mode():  # lighter than no_grad for a loop of small ops
+        out = _draw(
+            model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
+        )
+    # inference tensors cannot enter autograd later (training re-scores these tokens): plain copies
+    return SampleOutput(*(t.clone() for t in out))
+
+
+def _draw(model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator):
+    """The sampling loop of :func:`sample` (arguments as there, already checked)."""
+    cfg = model.config
+    cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
+    n, device = enc_mask.shape[0] * num_samples, input_ids.device
+    heads, d_h = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    cache = [
+        (cross[0][0].new_empty(n, heads, max_new_tokens, d_h), cross[0][0].new_empty(n, heads, max_new_tokens, d_h))
+        for _ in range(cfg.decoder_layers)
+    ]  # (N, H, T_max, d_h) per layer
+    head, qkv = inference_head(model), fused_qkv(model)
+    filtered = top_k > 0 or top_p < 1.0
+    tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(n, max_new_tokens, device=device)
+    mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+    for t in range(max_new_tokens):
+        logits = head(decode(model, last, t, cross, enc_mask, cache, qkv)[:, -1])  # (N, V)
+        if not greedy and temperature != 1.0:
+            logits = logits / temperature
+        logp_all = logits.log_softmax(-1)
+        if greedy:
+            nxt = logits.argmax(-1)
+        else:
+            probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
+            nxt = sample_categorical(probs, generator)  # (N,)
+        nxt = nxt.masked_fill(done, cfg.pad_token_id)
+        tokens[:, t] = nxt
+        logprobs[:, t] = logp_all.gather(-1, nxt[:, None]).squeeze(-1).masked_fill(done, 0.0)
+        mask[:, t] = ~done
+        done = done | (nxt == cfg.eos_token_id)
+        if bool(done.all()):
+            tokens, logprobs, mask = tokens[:, : t + 1], logprobs[:, : t + 1], mask[:, : t + 1]
+            break
+        last = nxt[:, None]
+    return tokens, logprobs, mask
+
+
+# ---------------------------------------------------------------- text in, text out
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids and attention mask (B, S), right-padded."""
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt")
+    return enc.input_ids.to(device), enc.attention_mask.to(device)
+
+
+def decode_completions(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    """Completion ids (N, T) → text, the end-of-sequence token and padding dropped."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    eos = tokenizer.eos_token_id
+    rows = []
+    for ids, m in zip(tokens.tolist(), mask.tolist(), strict=True):
+        rows.append(" ".join(vocab[i] for i, keep in zip(ids, m, strict=True) if keep and i != eos))
+    return rows
+
+
+class TextPolicy:
+    """The model as an :class:`hyperr1.evaluate.Policy`: prompts (text) → completions (text).
+
+    Prompts are tokenized and encoded in batches; sampling uses :func:`sample` with a seeded
+    generator, so an evaluation is reproducible.
+    """
+
+    def __init__(self, model: HyperR1ForConditionalGeneration, tokenizer, *, max_new_tokens: int = 64, seed: int = 0):
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+
+    def __call__(self, prompts, *, num_samples: int, greedy: bool, temperature: float = 1.0, top_p: float = 1.0):
+        was_training = self.model.training
+        self.model.eval()
+        ids, amask = encode_prompts(self.tokenizer, prompts, self.model.device)
+        out = sample(
+            self.model,
+            ids,
+            amask,
+            num_samples=1 if greedy else num_samples,
+            max_new_tokens=self.max_new_tokens,
+            greedy=greedy,
+            temperature=temperature,
+            top_p=top_p,
+            generator=self.generator,
+        )
+        self.model.train(was_training)
+        texts = decode_completions(self.tokenizer, out.tokens, out.mask)
+        k = 1 if greedy else num_samples
+        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+__all__ = [
+    "SampleOutput",
+    "TextPolicy",
+    "completion_log_distribution",
+    "completion_logits",
+    "completion_logprobs",
+    "decode",
+    "decode_completions",
+    "encode_prompts",
+    "filter_logits",
+    "sample",
+    "sample_categorical",
+]
