@@ -146,9 +146,7 @@ def save_checkpoint(
     path = checkpoint_dir(root, step)
     tmp = path.with_name(path.name + ".tmp")
     if rank == 0:
-        for stale in root.glob("step_*.t*"):  # leftovers of a killed save or prune
-            if stale.name.endswith((".tmp", ".trash")):
-                shutil.rmtree(stale, ignore_errors=True)
+        tidy(root, keep=None)
         tmp.mkdir(parents=True)
         save_policy(model, tmp / "model")
         crash_point("ckpt/model")
@@ -166,10 +164,23 @@ def save_checkpoint(
             _remove(path)
         tmp.rename(path)
         crash_point("ckpt/renamed")
-        for old in intact_checkpoints(root, warn=False)[:-keep]:
-            _remove(old)
+        tidy(root, keep=keep)
     barrier()
     return path
+
+
+def tidy(root: str | Path, *, keep: int | None) -> None:
+    """Delete what a killed save or prune left behind (``*.tmp``, ``*.trash``) and, with ``keep``,
+    all but the newest ``keep`` intact checkpoints (rank 0 only; also run when a run resumes)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for stale in root.iterdir():
+        if stale.is_dir() and _NAME.fullmatch(stale.name.rsplit(".", 1)[0]) and stale.suffix in (".tmp", ".trash"):
+            shutil.rmtree(stale, ignore_errors=True)
+    if keep is not None:
+        for old in intact_checkpoints(root, warn=False)[:-keep]:
+            _remove(old)
 
 
 def load_checkpoint(path: str | Path, *, model, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -209,4 +220,5 @@ __all__ = [
     "problem",
     "save_checkpoint",
     "step_of",
+    "tidy",
 ]

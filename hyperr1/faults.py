@@ -20,7 +20,7 @@ POINTS = (
     "sft/epoch",  # after a warm-start epoch (its metrics row written)
     "sft/saved",  # the warm-start model written, done.json not yet
     "run/warm_eval",  # the warm-start evaluation written
-    "grpo/step",  # a GRPO step's metrics row appended, before its checkpoint
+    "loop/step",  # a training step's metrics row appended, before its checkpoint
     "ckpt/model",  # checkpoint: model written into step_N.tmp
     "ckpt/optimizer",  # checkpoint: optimizer state written
     "ckpt/rng",  # checkpoint: RNG states written, manifest not yet

@@ -261,6 +261,8 @@ class RunLoop:
                     f"directories with a complete {checkpoint.MANIFEST}; found {found or 'none'})"
                 )
             self.load_checkpoint(latest)
+            if self.rank == 0:
+                checkpoint.tidy(self.checkpoint_root, keep=self.loop_cfg.keep_checkpoints)
             return self._cut_logs()
         others = broadcast_object(holds_other_files(self.out) if self.rank == 0 else None)  # rank 0's view
         if others and not overwrite:
@@ -273,6 +275,7 @@ class RunLoop:
             for name in (METRICS, SAMPLES, COLLAPSES):
                 (self.out / name).write_text("")
         barrier()
+        torch.manual_seed(self.loop_cfg.seed)  # the run's global RNG starts from its seed, whatever ran before
         self.save_checkpoint()
         return []
 
