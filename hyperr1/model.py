@@ -151,6 +151,7 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         ``ManifoldParameter``s, so they are rewrapped here (values unchanged, bit for bit).
         """
         want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below, naming the tensors and shapes
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         where = args[0] if args else kwargs.get("pretrained_model_name_or_path", "?")
         problems = []
@@ -209,7 +210,10 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
             state = load_file(file)
         except Exception as err:  # safetensors' SafetensorError (truncated / garbage file) derives from Exception only
             raise ValueError(f"cannot read weights {file}: {err}") from err
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise ValueError(f"weights in {path} do not match the model: {err}") from err
         if unexpected or set(missing) - set(self.all_tied_weights_keys):
             raise ValueError(f"weights in {path} do not match the model: missing {missing}, unexpected {unexpected}")
         self.validate_weights(path)

@@ -172,3 +172,53 @@ def test_text_policy_and_decoding():
     assert len(out) == 2 and all(len(o) == 3 and all(isinstance(s, str) for s in o) for o in out)
     ids = torch.tensor([[tok.convert_tokens_to_ids("<think>"), tok.eos_token_id, 0]])
     assert decode_completions(tok, ids, torch.tensor([[True, True, False]])) == ["<think>"]
+
+
+def _tamper(path, edit):
+    """Rewrite ``model.safetensors`` under ``path`` with ``edit(state_dict)`` applied."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path / "model.safetensors")
+    edit(state)
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("head.prototypes"), r"missing keys: \['head.prototypes'\]"),
+        (lambda s: s.update(extra=torch.zeros(3)), r"unexpected keys: \['extra'\]"),
+        (lambda s: s["head.bias"].__setitem__(0, float("nan")), "tensor 'head.bias' has non-finite values"),
+        (lambda s: s["head.prototypes"].__setitem__(7, 2.0), "'head.prototypes' row 7 lies outside the Poincaré ball"),
+        (lambda s: s.update({"head.prototypes": torch.zeros(V, 3)}), "mismatched keys"),
+    ],
+)
+def test_weights_that_do_not_fit_are_an_error_naming_the_tensor(tmp_path, edit, message):
+    tiny("poincare").save_pretrained(tmp_path)
+    _tamper(tmp_path, edit)
+    with pytest.raises(ValueError, match=message):
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError):  # the in-place loader of checkpoints is as strict
+        tiny("poincare").load_weights(tmp_path)
+
+
+def test_a_head_that_differs_from_the_weights_is_an_error(tmp_path):
+    import json
+
+    tiny("poincare").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "head": "euclidean"}))
+    with pytest.raises(ValueError, match="do not fit a euclidean-head .*(missing|unexpected) keys"):
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+
+
+def test_full_distributions_gather_to_the_logprobs(head="poincare"):
+    model = tiny(head)
+    ids, mask = prompts()
+    completions = torch.randint(4, V, (3 * 2, 6))
+    for temperature in (1.0, 0.7):
+        dist = model.completion_log_distribution(ids, mask, completions, num_samples=2, temperature=temperature)
+        assert dist.shape == (6, 6, V)
+        torch.testing.assert_close(dist.exp().sum(-1), torch.ones(6, 6))  # a distribution at every position
+        logp = model.completion_logprobs(ids, mask, completions, num_samples=2, temperature=temperature)
+        assert torch.equal(dist.gather(-1, completions[..., None]).squeeze(-1), logp)  # the same numbers

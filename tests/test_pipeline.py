@@ -3,48 +3,24 @@
 import json
 
 import pytest
+from tiny_world import write_tiny_config
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hyperr1.cli import main
-from hyperr1.hierarchy import Hierarchy
+from hyperr1.decoding import TextPolicy
+from hyperr1.evaluate import EvalConfig, evaluate
+from hyperr1.hierarchy import load_hierarchy
 from hyperr1.pipeline import TrainConfig, load_train_config
-
-TINY = """
-name = "tiny"
-seed = 0
-[model]
-d_model = 32
-ffn_dim = 64
-head_dim = 4
-[tasks]
-n_train_is_a = 100
-n_train_ancestor_k = 50
-n_train_lca = 50
-n_test = 20
-[sft]
-epochs = 3
-batch_size = 32
-lr = 1e-2
-[grpo]
-steps = 4
-prompts_per_step = 4
-num_generations = 4
-max_completion_length = 24
-eval_every = 2
-eval_examples = 8
-checkpoint_every = 2
-[eval]
-k = 2
-n_resamples = 50
-"""
+from hyperr1.splits import TEST_SPLITS, build_splits
 
 
 @pytest.fixture()
 def tiny_config(tmp_path):
-    tsv = tmp_path / "tree.tsv"
-    Hierarchy.balanced_tree(3, 3).to_tsv(tsv)
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(f'data = "{tsv}"\nout = "{tmp_path / "runs"}"\n' + TINY)
-    return cfg, tmp_path / "runs" / "tiny"
+    return write_tiny_config(tmp_path)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_train_end_to_end_and_resume(tiny_config, capsys):
@@ -59,22 +35,66 @@ def test_train_end_to_end_and_resume(tiny_config, capsys):
         "warm_start/model/model.safetensors",
         "grpo/metrics.jsonl",
         "grpo/samples.jsonl",
+        "policy/model.safetensors",
     ):
         assert (run / name).exists(), name
     results = json.loads((run / "results.json").read_text())
     assert results["grpo_steps"] == 4
-    for phase in ("warm_start", "grpo"):
-        for split in ("test_unseen_pair", "test_unseen_subject"):
-            acc = results[phase][split]["accuracy"]
-            assert 0 <= acc["value"] <= 1 and acc["ci"][0] <= acc["value"] <= acc["ci"][1]
+    # the headline numbers are those of the saved models: re-evaluating them gives the same accuracy
+    train_cfg = load_train_config(cfg).resolved()
+    h = load_hierarchy(train_cfg.data)
+    splits, _ = build_splits(h, train_cfg.tasks)
+    held_out = {name: [ex for ex in splits[name] if ex.hops >= 3] for name in TEST_SPLITS}
+    tok = AutoTokenizer.from_pretrained(run / "policy")
+    for phase, path in (("warm_start", run / "warm_start" / "model"), ("grpo", run / "policy")):
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        again = evaluate(TextPolicy(model, tok, max_new_tokens=24), held_out, h, EvalConfig(k=0))
+        for split in TEST_SPLITS:
+            assert results[phase][split]["accuracy"]["value"] == again["splits"][split]["overall"]["accuracy"]["value"]
+    # the final policy answers through the plain Hugging Face interface (the README's snippet)
+    prompt = held_out["test_unseen_pair"][0].prompt
+    out = model.generate(**tok(prompt, return_tensors="pt"), max_new_tokens=24)
+    greedy = TextPolicy(model, tok, max_new_tokens=24)([prompt], num_samples=1, greedy=True)[0][0]
+    assert tok.decode(out[0], skip_special_tokens=True).split() == greedy.split()  # generate() = lean sampler
     saved = json.loads((run / "config.json").read_text())
-    assert saved["config"]["grpo"]["steps"] == 4 and saved["meta"]["hyperr1_version"]
-    rows = [json.loads(line) for line in (run / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert saved["config"]["grpo"]["steps"] == 4 and saved["meta"]["hyperr1_version"] and saved["resumes"] == []
+    assert saved["meta"]["command"] and saved["meta"]["start_time"]
+    ckpt = json.loads((run / "grpo" / "checkpoints" / "step_000004" / "state.json").read_text())
+    assert ckpt["config"] == saved["config"]  # every checkpoint carries the resolved config
+    assert [r["step"] for r in _rows(run / "grpo" / "metrics.jsonl")] == [1, 2, 3, 4]
     # resume a finished run with a longer budget: it continues from step 4 and reuses the warm start
     assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "grpo.steps=6"]) == 0
-    rows = [json.loads(line) for line in (run / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in _rows(run / "grpo" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"] == saved["config"] and record["meta"] == saved["meta"]  # the first record stays
+    assert [r["overrides"] for r in record["resumes"]] == [{"grpo.steps": [4, 6]}]
+
+
+def test_resume_refuses_other_config_changes(tiny_config, capsys):
+    cfg, run = tiny_config
+    assert main(["train", "--config", str(cfg), "--quiet", "--set", "grpo.steps=2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "grpo.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "would change ['grpo.lr']" in err and "0.001 -> 0.01" in err
+
+
+def test_tensorboard_gets_the_documented_scalars(tiny_config):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, run = tiny_config
+    assert main(["train", "--config", str(cfg), "--quiet"]) == 0
+    events = EventAccumulator(str(run / "grpo" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    documented = ["loss/total", "loss/policy", "loss/kl", "reward/total", "reward/accuracy", "reward/format"]
+    documented += ["grpo/kl", "grpo/clip_frac", "rate/format", "optim/lr", "curriculum/max_hops"]
+    documented += ["guard/episodes", "eval/test_unseen_pair/accuracy", "eval/test_unseen_subject/format"]
+    assert set(documented) <= tags, set(documented) - tags
+    rows = _rows(run / "grpo" / "metrics.jsonl")
+    logged = [(e.step, e.value) for e in events.Scalars("reward/total")]
+    assert logged == [(r["step"], pytest.approx(r["reward/total"])) for r in rows]
 
 
 @pytest.mark.parametrize(
