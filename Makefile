@@ -35,7 +35,7 @@ reproduce-embeddings: $(STAMP)
 	$(BIN)/python experiments/embed_mammals.py
 	$(BIN)/python figures/fig_poincare_mammals.py
 
-QUICK := --name quick_poincare --set sft.epochs=10 --set grpo.steps=200 --set grpo.eval_every=50 \
+QUICK := --name quick_poincare --overwrite --set sft.epochs=10 --set grpo.steps=200 --set grpo.eval_every=50 \
          --set grpo.checkpoint_every=100 --set eval.k=0
 
 reproduce-grpo-quick: $(STAMP)

@@ -3,7 +3,8 @@
 Every run is the full pipeline of ``hyperr1 train`` (warm start → GRPO → held-out evaluation on
 queries with ≥ 3 hops) from ``experiments/configs/mammals_<head>.toml`` with ``model.head_dim`` and
 ``seed`` overridden. Runs go to ``runs/mammals_heads/<head>_d<dim>_s<seed>/``; a finished run (one
-with ``results.json``) is skipped, so the script can be stopped and restarted. The collected
+with ``results.json``) is skipped and an interrupted one resumed, so the script can be stopped and
+restarted. The collected
 numbers go to ``results/mammals_heads/runs.jsonl`` and ``table.md``, and a thinned copy of each
 run's training curves to ``results/mammals_heads/curves/<run>.jsonl`` (for the figures).
 
@@ -66,7 +67,8 @@ def run_all(seeds, dims, heads, runs: Path, quiet: bool, curves: Path, worker: i
             f"seed={seed}",
             f"model.head_dim={dim}",
         ]
-        run_train(load_train_config(CONFIGS / f"mammals_{head}.toml", overrides), progress=not quiet)
+        started = (runs / name / "config.json").exists()  # an interrupted run: resume it, never restart it
+        run_train(load_train_config(CONFIGS / f"mammals_{head}.toml", overrides), resume=started, progress=not quiet)
     rows = []
     for seed, dim, head in grid:
         name = f"{head}_d{dim}_s{seed}"
