@@ -91,7 +91,7 @@ class GRPOLossOutput:
     high_clip_fraction: torch.Tensor  # scalar: share with ρ > 1 + ε_high and Â > 0
 
 
-def _aggregate(
+def aggregate_tokens(
     per_token: torch.Tensor,
     mask: torch.Tensor,
     loss_type: str,
@@ -193,7 +193,7 @@ def grpo_loss(
     per_token_loss = per_token_policy + beta * per_token_kl if beta != 0 else per_token_policy  # (N, T)
 
     def aggregate(per_token: torch.Tensor) -> torch.Tensor:
-        return _aggregate(per_token, mask, loss_type, max_completion_length, num_items)
+        return aggregate_tokens(per_token, mask, loss_type, max_completion_length, num_items)
 
     with torch.no_grad():  # clip statistics, TRL's clip_ratio/{low,high,region}_mean
         is_low_clipped = (ratio < 1 - epsilon_low) & (advantages < 0)  # (N, T)

@@ -27,6 +27,7 @@ silent restart; a fresh start in a directory that holds files is refused unless 
 from __future__ import annotations
 
 import math
+import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,8 @@ class RunLoop:
         self.guard = loop_cfg.make_guard()
         self.rollbacks = self.episodes = self.step_count = 0
         self.tb = None
+        self.rng = random.Random(loop_cfg.seed)  # the trainer's Python stream (prompt choice): same on every rank
+        self.generator = torch.Generator(model.device).manual_seed(loop_cfg.seed * 1_000_003 + self.rank)  # sampler
 
     # ------------------------------------------------------------ what a trainer supplies
 
@@ -141,11 +144,12 @@ class RunLoop:
         pass
 
     def rng_state(self) -> dict[str, torch.Tensor]:
-        """This rank's RNG streams for checkpoints (torch's global one; trainers add theirs)."""
-        return {"torch": torch.get_rng_state()}
+        """This rank's tensor RNG streams for checkpoints: torch's global one and the sampler's."""
+        return {"torch": torch.get_rng_state(), "sampler": self.generator.get_state()}
 
     def load_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["sampler"])
 
     def postfix(self, row: dict) -> dict:
         """Values shown beside the progress bar."""
@@ -166,6 +170,7 @@ class RunLoop:
             "rollbacks": self.rollbacks,
             "episodes": self.episodes,
             "guard": self.guard.state_dict(),
+            "python_rng": _jsonable(self.rng.getstate()),
             "algorithm": self.algorithm_state(),
         }
         return checkpoint.save_checkpoint(
@@ -186,6 +191,7 @@ class RunLoop:
         self.step_count = meta["step"]
         self.lr_scale, self.rollbacks, self.episodes = state["lr_scale"], state["rollbacks"], state["episodes"]
         self.guard.load_state_dict(state["guard"])
+        self.rng.setstate(_tuples(state["python_rng"]))
         self.load_algorithm_state(state["algorithm"])
         self.load_rng_state(rng)
         self._apply_lr_scale()
@@ -357,6 +363,31 @@ class RunLoop:
         return good[-1] if good else ckpts[0]
 
 
+def start_mode(trainer: RunLoop, resume: bool) -> dict:
+    """The ``train()`` arguments for a stage of a pipeline run: from its newest intact checkpoint on
+    --resume; afresh when it had not recorded a step yet (starting it is resuming it); and an error
+    when it had, but no checkpoint survives."""
+    if not resume:
+        return {"resume": False}
+    if trainer.latest_checkpoint() is not None:
+        return {"resume": True}
+    if rows := read_jsonl(trainer.out / METRICS, repair_tail=True):
+        raise FileNotFoundError(
+            f"--resume: {trainer.out / METRICS} records {len(rows)} steps but no usable checkpoint is left in "
+            f"{trainer.checkpoint_root} (looked for step_NNNNNN/ with a complete {checkpoint.MANIFEST})"
+        )
+    return {"resume": False, "overwrite": True}
+
+
+def _jsonable(obj):
+    """A Python RNG state (nested tuples) as JSON lists."""
+    return [_jsonable(x) for x in obj] if isinstance(obj, tuple | list) else obj
+
+
+def _tuples(obj):
+    return tuple(_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
 def _asdict(cfg) -> dict:
     from dataclasses import asdict
 
@@ -372,4 +403,4 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-__all__ = ["COLLAPSES", "LoopConfig", "METRICS", "RunLoop", "SAMPLES"]
+__all__ = ["COLLAPSES", "LoopConfig", "METRICS", "RunLoop", "SAMPLES", "start_mode"]

@@ -36,6 +36,7 @@ import math
 import random
 import shutil
 import typing
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,20 +49,9 @@ from hyperr1.distributed import barrier, init_distributed, world
 from hyperr1.evaluate import EvalConfig, evaluate, write_results
 from hyperr1.faults import crash_point
 from hyperr1.hierarchy import load_hierarchy
+from hyperr1.loop import start_mode
 from hyperr1.model import HyperR1Config, HyperR1ForConditionalGeneration, count_parameters, save_policy
-from hyperr1.runs import (
-    RunLock,
-    append_resume,
-    clear_directory,
-    config_changes,
-    holds_other_files,
-    read_config_file,
-    read_json,
-    read_jsonl,
-    read_record,
-    write_json,
-    write_record,
-)
+from hyperr1.runs import RunLock, open_run_directory, read_config_file, read_json, write_json
 from hyperr1.sft import SFTConfig, train_sft
 from hyperr1.splits import TEST_SPLITS, TasksConfig, build_splits
 from hyperr1.tokenizer import build_tokenizer
@@ -223,8 +213,10 @@ def _check_type(value, hint, where: str):
     raise ValueError(f"{where}: expected {' or '.join(names)}, got {value!r}")
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """TrainConfig from a TOML/JSON file (or the defaults), then ``section.key=value`` overrides."""
+def load_config(cls: type, path: str | Path | None = None, overrides: Sequence[str] = ()):
+    """Dataclass ``cls`` from a TOML/JSON file (or the defaults), then ``section.key=value``
+    overrides (values in TOML syntax; a bare word is a string, ``none`` resets an optional field),
+    then ``cls.validate()``."""
     values: dict = {}
     if path is not None:
         values = read_config_file(path)
@@ -243,10 +235,17 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
         table = values
         for p in parents:
             table = table.setdefault(p, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a table")
         table[leaf] = value
-    cfg = config_from_dict(TrainConfig, values)
+    cfg = config_from_dict(cls, values)
     cfg.validate()
     return cfg
+
+
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """TrainConfig from a TOML/JSON file (or the defaults), then ``section.key=value`` overrides."""
+    return load_config(TrainConfig, path, overrides)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -276,33 +275,10 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False
     run = cfg.run_dir
     with RunLock(run) if rank == 0 else nullcontext():
         if rank == 0:
-            _open_run_directory(run, cfg, resume=resume, overwrite=overwrite)
+            modes = dict(resume=resume, overwrite=overwrite)
+            open_run_directory(run, asdict(cfg), kind="train", resumable=RESUMABLE_CHANGES, **modes)
         barrier()
         return _run_pipeline(cfg, run, device, resume=resume, progress=progress)
-
-
-def _open_run_directory(run: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> None:
-    """Check that ``run`` may be written by this run, and write or extend its record."""
-    config = asdict(cfg)
-    if resume:
-        record = read_record(run)
-        changes = config_changes(record["config"], config)
-        if refused := sorted(set(changes) - set(RESUMABLE_CHANGES)):
-            detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
-            raise ValueError(
-                f"--resume of {run} would change {refused} ({detail}); a resumed run keeps its config "
-                f"(only {list(RESUMABLE_CHANGES)} may change): start a new run under another --name instead"
-            )
-        append_resume(run, changes)
-        return
-    if others := holds_other_files(run):
-        if not overwrite:
-            raise FileExistsError(
-                f"run directory {run} already holds a run ({', '.join(others[:6])}); pass --resume to "
-                "continue it or --overwrite to discard it and start again"
-            )
-        clear_directory(run)
-    write_record(run, config, kind="train")
 
 
 def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: bool, progress: bool) -> dict:
@@ -353,7 +329,7 @@ def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: 
         progress=progress,
         config=asdict(cfg),
     )
-    trainer.train(**_grpo_mode(trainer, resume))
+    trainer.train(**start_mode(trainer, resume))
     crash_point("run/grpo_done")
 
     if rank == 0:
@@ -369,22 +345,6 @@ def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: 
         results["policy"] = str(run / "policy")
         write_json(run / "results.json", results)
     return results
-
-
-def _grpo_mode(trainer: GRPOTrainer, resume: bool) -> dict:
-    """How GRPO starts: from its newest intact checkpoint on --resume; afresh when it had not
-    recorded a step yet; and an error when it had, but no checkpoint survives."""
-    if not resume:
-        return {"resume": False}
-    if trainer.latest_checkpoint() is not None:
-        return {"resume": True}
-    steps = read_jsonl(trainer.out / "metrics.jsonl", repair_tail=True)
-    if steps:
-        raise FileNotFoundError(
-            f"--resume: {trainer.out / 'metrics.jsonl'} records {len(steps)} GRPO steps but no usable checkpoint "
-            f"is left in {trainer.checkpoint_root} (looked for step_NNNNNN/ with a complete state.json)"
-        )
-    return {"resume": False, "overwrite": True}  # nothing of GRPO was recorded: starting it is resuming it
 
 
 def save_final_policy(model: HyperR1ForConditionalGeneration, tokenizer, path: str | Path) -> Path:

@@ -219,6 +219,34 @@ def append_resume(directory: str | Path, changes: dict) -> dict:
     return record
 
 
+def open_run_directory(
+    run: str | Path, config: dict, *, kind: str, resumable: tuple[str, ...], resume: bool, overwrite: bool
+) -> None:
+    """Check that ``run`` may be written by this run (the caller holds its lock), and write or
+    extend its record: a resume must find a record and may change only the keys in ``resumable``;
+    a new run refuses a directory that holds files unless ``overwrite``, which clears it."""
+    run = Path(run)
+    if resume:
+        record = read_record(run)
+        changes = config_changes(record["config"], config)
+        if refused := sorted(set(changes) - set(resumable)):
+            detail = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
+            raise ValueError(
+                f"--resume of {run} would change {refused} ({detail}); a resumed run keeps its config "
+                f"(only {list(resumable)} may change): start a new run under another --name instead"
+            )
+        append_resume(run, changes)
+        return
+    if others := holds_other_files(run):
+        if not overwrite:
+            raise FileExistsError(
+                f"run directory {run} already holds a run ({', '.join(others[:6])}); pass --resume to "
+                "continue it or --overwrite to discard it and start again"
+            )
+        clear_directory(run)
+    write_record(run, config, kind=kind)
+
+
 # ---------------------------------------------------------------- one writer per directory
 
 
@@ -288,6 +316,7 @@ __all__ = [
     "config_changes",
     "git_commit",
     "holds_other_files",
+    "open_run_directory",
     "read_config_file",
     "read_json",
     "read_jsonl",

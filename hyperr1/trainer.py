@@ -193,8 +193,6 @@ class GRPOTrainer(RunLoop):
             self.examples, max_hops=cfg.curriculum_start_hops, threshold=cfg.curriculum_threshold
         )
         self.recent_accuracy: deque = deque(maxlen=cfg.curriculum_window)
-        self.rng = random.Random(cfg.seed)  # prompt choice: identical on every rank
-        self.generator = torch.Generator(model.device).manual_seed(cfg.seed * 1_000_003 + self.rank)  # per rank
         self.wait_id = tokenizer.convert_tokens_to_ids(WAIT)
 
     # ------------------------------------------------------------ the algorithm
@@ -337,23 +335,11 @@ class GRPOTrainer(RunLoop):
     # ------------------------------------------------------------ checkpointed state
 
     def algorithm_state(self) -> dict:
-        return {
-            "curriculum": self.curriculum.state_dict(),
-            "recent_accuracy": list(self.recent_accuracy),
-            "python_rng": _jsonable(self.rng.getstate()),
-        }
+        return {"curriculum": self.curriculum.state_dict(), "recent_accuracy": list(self.recent_accuracy)}
 
     def load_algorithm_state(self, state: dict) -> None:
         self.curriculum.load_state_dict(state["curriculum"])
         self.recent_accuracy = deque(state["recent_accuracy"], maxlen=self.cfg.curriculum_window)
-        self.rng.setstate(_tuples(state["python_rng"]))
-
-    def rng_state(self) -> dict[str, torch.Tensor]:
-        return {**super().rng_state(), "sampler": self.generator.get_state()}
-
-    def load_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
-        super().load_rng_state(rng)
-        self.generator.set_state(rng["sampler"])
 
 
 # ---------------------------------------------------------------- evaluation helpers
@@ -388,14 +374,6 @@ def eval_subset(examples: list, k: int) -> list:
         return examples
     keep = sorted(random.Random(0).sample(range(len(examples)), k))
     return [examples[i] for i in keep]
-
-
-def _jsonable(obj):
-    return [_jsonable(x) for x in obj] if isinstance(obj, tuple | list) else obj
-
-
-def _tuples(obj):
-    return tuple(_tuples(x) for x in obj) if isinstance(obj, list) else obj
 
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "eval_subset", "greedy_metrics"]
