@@ -7,8 +7,9 @@ win over the file. Unknown keys in a config file are errors.
     hyperr1 embed --data mammals --manifold poincare --dim 5 --epochs 300 --seed 0 --out runs/emb
     hyperr1 tasks --data mammals --out runs/tasks
     hyperr1 train --config experiments/configs/mammals_poincare.toml --set grpo.steps=20
+    hyperr1 distill --teacher runs/mammals_poincare --set distill.steps=200
 
-``train`` takes a nested config (see :mod:`hyperr1.pipeline`), so instead of one flag per field it
+``train`` and ``distill`` take a nested config (see :mod:`hyperr1.pipeline`), so instead of one flag per field it
 has ``--set section.key=value`` overrides.
 """
 
@@ -148,6 +149,19 @@ def _cmd_train(args):
     print(json.dumps(results, indent=2))
 
 
+def _cmd_distill(args):
+    from hyperr1.distill_pipeline import DistillRunConfig, run_distill
+    from hyperr1.pipeline import load_config
+
+    overrides = list(args.overrides)
+    for key in ("name", "out", "seed", "teacher"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
+    cfg = load_config(DistillRunConfig, args.config, overrides)
+    results = run_distill(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(json.dumps(results, indent=2))
+
+
 COMMANDS = {
     "embed": (
         "Train Poincaré / Euclidean embeddings of a hierarchy (Nickel & Kiela 2017).",
@@ -167,6 +181,12 @@ COMMANDS = {
         "hyperr1.pipeline",
         _cmd_train,
     ),
+    "distill": (
+        "Distil a trained Poincaré-head teacher into a small Euclidean student (hyperr1.distill_pipeline).",
+        None,
+        "hyperr1.distill_pipeline",
+        _cmd_distill,
+    ),
 }
 
 
@@ -179,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if cls_name is None:
             _add_train_arguments(p)
+            if name == "distill":
+                p.add_argument("--teacher", help="the teacher's run directory (runs/<name> of a finished train)")
         else:
             add_config_arguments(p, getattr(importlib.import_module(module), cls_name))
         p.add_argument("--quiet", action="store_true", help="no progress bar")

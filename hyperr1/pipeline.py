@@ -181,8 +181,10 @@ def check_run_name(name: str, out: str) -> None:
 # ---------------------------------------------------------------- configs from files
 
 
-def config_from_dict(cls: type, values: dict, where: str = "config"):
-    """Build dataclass ``cls`` from nested dicts; unknown keys raise ``ValueError`` naming them."""
+def config_from_dict(cls: type, values: dict, where: str = "config", base=None):
+    """Build dataclass ``cls`` from nested dicts over the defaults (or over ``base``, an instance of
+    ``cls``: a nested table overrides its field's default factory value key by key); unknown keys
+    raise ``ValueError`` naming them."""
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a table, got {type(values).__name__}")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -193,10 +195,10 @@ def config_from_dict(cls: type, values: dict, where: str = "config"):
     for name, value in values.items():
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
-            kwargs[name] = config_from_dict(type(default), value, f"{where}.{name}")
+            kwargs[name] = config_from_dict(type(default), value, f"{where}.{name}", base=default)
         else:
             kwargs[name] = _check_type(value, hints[name], f"{where}.{name}")
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def _check_type(value, hint, where: str):

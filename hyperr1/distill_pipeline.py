@@ -1,0 +1,212 @@
+"""``hyperr1 distill``: a trained Poincaré-head teacher → a small Euclidean-head student.
+
+    hyperr1 distill --teacher runs/<teacher> [--config experiments/configs/<name>.toml]
+                    [--set distill.steps=200] [--resume | --overwrite]
+
+writes ``runs/<name>/`` like ``hyperr1 train``::
+
+    config.json            the run record (resolved DistillRunConfig, the teacher's record and commit)
+    distill/               metrics.jsonl, samples.jsonl, checkpoints/step_*/ (hyperr1.loop)
+    eval_teacher.json      the teacher on every evaluation set (for retention)
+    eval_student.json      the student on the same sets
+    student/               the student and tokenizer (AutoModelForSeq2SeqLM / AutoTokenizer)
+    results.json           headline accuracies with 95% CIs, parameter counts, retention
+
+The teacher's run record gives the hierarchy, the task splits and the tokenizer, so the student sees
+exactly the teacher's world. Distillation prompts are a *seen* share (``prompt_share``) of the
+teacher's training queries; the evaluation sets are the held-out splits (hops ≥ ``eval_min_hops``)
+and, for the benchmark-bias gap, held-out-hop queries from the seen and the unseen share.
+A missing or unfinished teacher, a Euclidean teacher, a student above ``max_param_ratio`` of the
+teacher's parameters, or a tokenizer that is not the teacher's is an error naming the problem.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hyperr1.decoding import TextPolicy
+from hyperr1.distill import INITS, DistillConfig, DistillTrainer, init_student_from_teacher
+from hyperr1.evaluate import EvalConfig, evaluate, write_results
+from hyperr1.hierarchy import load_hierarchy
+from hyperr1.loop import start_mode
+from hyperr1.model import HyperR1ForConditionalGeneration, count_parameters
+from hyperr1.pipeline import (
+    ModelConfig,
+    TrainConfig,
+    check_finite,
+    check_run_name,
+    config_from_dict,
+    headline,
+    save_final_policy,
+)
+from hyperr1.runs import RunLock, open_run_directory, read_json, read_record, write_json
+from hyperr1.splits import TEST_SPLITS, build_splits
+from hyperr1.tokenizer import build_tokenizer, load_tokenizer
+
+RESUMABLE_CHANGES = ("distill.steps",)
+
+
+def _tiny_student() -> ModelConfig:
+    return ModelConfig(head="euclidean", head_dim=4, d_model=16, layers=1, attention_heads=2, ffn_dim=32)
+
+
+@dataclass
+class DistillRunConfig:
+    """One run of ``hyperr1 distill``: the student, the distillation, the evaluation."""
+
+    name: str = "distill"  # run name: the output goes to <out>/<name>
+    teacher: str = ""  # the teacher's run directory (a finished `hyperr1 train`, with policy/)
+    out: str = "runs"  # parent directory of the run directory
+    seed: int = 0  # seed of the student's initial weights, the prompt share and the distillation
+    init: str = "logmap"  # student initialisation: "logmap" (from the teacher, see hyperr1.distill) | "random"
+    max_param_ratio: float = 0.1  # the student may have at most this share of the teacher's parameters
+    prompt_share: float = 0.5  # share of the teacher's training queries used as distillation prompts
+    bias_examples: int = 300  # seen / unseen training queries (hops >= eval_min_hops) in the bias evaluation
+    eval_min_hops: int = 3  # held-out evaluation on queries with at least this many hops
+    device: str = "cpu"  # "cpu" or "cuda"
+    student: ModelConfig = field(default_factory=_tiny_student)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+    def validate(self) -> None:
+        check_finite(self)
+        check_run_name(self.name, self.out)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if not 0 < self.max_param_ratio <= 1 or not 0 < self.prompt_share < 1:
+            raise ValueError("need max_param_ratio in (0, 1] and prompt_share in (0, 1)")
+        if not self.teacher:
+            raise ValueError("teacher: name the teacher's run directory (--teacher runs/<name>)")
+        if self.student.head != "euclidean":
+            raise ValueError(f"student.head must be 'euclidean' (a Euclidean-head student), got {self.student.head!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        try:
+            self.distill.validate()
+        except ValueError as err:
+            raise ValueError(f"distill: {err}") from err
+        self.student.hf_config(vocab_size=8)
+
+
+def load_teacher(teacher_dir: str | Path, device="cpu"):
+    """(teacher policy, tokenizer, the teacher's resolved TrainConfig) from a finished train run."""
+    teacher_dir = Path(teacher_dir)
+    if not teacher_dir.is_dir():
+        raise FileNotFoundError(f"teacher run directory {teacher_dir!s} does not exist (pass --teacher runs/<name>)")
+    policy = teacher_dir / "policy"
+    if not (policy / "model.safetensors").is_file():
+        raise FileNotFoundError(f"teacher {teacher_dir}: no final policy at {policy} (did its `hyperr1 train` finish?)")
+    record = read_record(teacher_dir)
+    if record.get("kind") != "train":
+        raise ValueError(f"{teacher_dir} is a {record.get('kind')!r} run, not a `hyperr1 train` teacher")
+    tcfg = config_from_dict(TrainConfig, record["config"])
+    teacher = HyperR1ForConditionalGeneration.from_pretrained(policy).to(device)
+    if teacher.config.head != "poincare":
+        raise ValueError(f"teacher {teacher_dir} has a {teacher.config.head!r} head; distillation needs a Poincaré one")
+    return teacher, load_tokenizer(policy), tcfg
+
+
+def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool = False, progress=True) -> dict:
+    """Distil the teacher of ``cfg`` into a new student (see the module docstring); returns results."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    cfg.validate()
+    device = torch.device("cuda" if cfg.device == "cuda" else "cpu")
+    teacher, tokenizer, tcfg = load_teacher(cfg.teacher, device)
+    h = load_hierarchy(tcfg.data)
+    if build_tokenizer(h).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"the tokenizer of {cfg.teacher}/policy is not the one of its hierarchy {tcfg.data!r}")
+    splits, _ = build_splits(h, tcfg.tasks)
+    train = list(splits["train"])
+    random.Random(cfg.seed).shuffle(train)
+    n_seen = int(cfg.prompt_share * len(train))
+    seen, unseen = train[:n_seen], train[n_seen:]
+
+    torch.manual_seed(cfg.seed)
+    student = HyperR1ForConditionalGeneration(cfg.student.hf_config(len(tokenizer))).to(device)
+    n_student, n_teacher = count_parameters(student), count_parameters(teacher)
+    if n_student > cfg.max_param_ratio * n_teacher:
+        raise ValueError(
+            f"the student has {n_student:,} parameters, {n_student / n_teacher:.1%} of the teacher's {n_teacher:,}; "
+            f"max_param_ratio allows {cfg.max_param_ratio:.1%}: shrink [student]"
+        )
+    if cfg.init == "logmap":
+        init_student_from_teacher(student, teacher)
+
+    cfg.distill.eval_min_hops, cfg.distill.seed = cfg.eval_min_hops, cfg.seed
+    run = cfg.run_dir
+    evals = _evaluation_sets(splits, seen, unseen, cfg)
+    with RunLock(run):
+        config = {**asdict(cfg), "teacher_record": read_record(cfg.teacher)["meta"]}
+        modes = dict(resume=resume, overwrite=overwrite)
+        open_run_directory(run, config, kind="distill", resumable=RESUMABLE_CHANGES, **modes)
+        held_out = {name: evals[name] for name in TEST_SPLITS}
+        trainer = DistillTrainer(
+            student, teacher, tokenizer, seen, h, cfg.distill, run / "distill", eval_splits=held_out, config=config,
+            progress=progress,
+        )
+        trainer.train(**start_mode(trainer, resume))
+        length = cfg.distill.max_completion_length
+        if resume and (run / "eval_teacher.json").exists():
+            teacher_eval = read_json(run / "eval_teacher.json")
+        else:
+            policy = TextPolicy(teacher, tokenizer, max_new_tokens=length, seed=cfg.eval.seed)
+            teacher_eval = evaluate(policy, evals, h, cfg.eval)
+            write_results(teacher_eval, run / "eval_teacher.json")
+        policy = TextPolicy(student, tokenizer, max_new_tokens=length, seed=cfg.eval.seed)
+        student_eval = evaluate(policy, evals, h, cfg.eval)
+        write_results(student_eval, run / "eval_student.json")
+        save_final_policy(student, tokenizer, run / "student")
+        results = _results(cfg, teacher_eval, student_eval, n_teacher, n_student, trainer.step_count)
+        write_json(run / "results.json", results)
+    return results
+
+
+def _evaluation_sets(splits: dict, seen: list, unseen: list, cfg: DistillRunConfig) -> dict:
+    """Held-out splits (hops ≥ eval_min_hops) and fixed subsets of the seen and unseen training queries."""
+    hops = cfg.eval_min_hops
+    sets = {name: [ex for ex in splits[name] if ex.hops >= hops] for name in TEST_SPLITS}
+    for name, pool in (("distill_seen", seen), ("distill_unseen", unseen)):
+        multi = [ex for ex in pool if ex.hops >= hops]
+        sets[name] = multi[: cfg.bias_examples]
+    return sets
+
+
+def _results(cfg, teacher_eval, student_eval, n_teacher, n_student, steps) -> dict:
+    teacher, student = headline(teacher_eval), headline(student_eval)
+    retention = {
+        split: student[split]["accuracy"]["value"] / teacher[split]["accuracy"]["value"]
+        if teacher[split]["accuracy"]["value"] > 0
+        else None
+        for split in teacher
+    }
+    gap = {
+        who: res["distill_seen"]["accuracy"]["value"] - res["distill_unseen"]["accuracy"]["value"]
+        for who, res in (("teacher", teacher), ("student", student))
+    }
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "teacher": cfg.teacher,
+        "divergence": cfg.distill.divergence,
+        "lam": cfg.distill.lam,
+        "init": cfg.init,
+        "steps": steps,
+        "parameters": {"teacher": n_teacher, "student": n_student, "ratio": n_student / n_teacher},
+        "teacher_eval": teacher,
+        "student_eval": student,
+        "retention": retention,
+        "seen_minus_unseen": gap,
+        "student_dir": str(cfg.run_dir / "student"),
+    }
+
+
+__all__ = ["DistillRunConfig", "load_teacher", "run_distill"]
