@@ -88,7 +88,7 @@ def test_run_embed_writes_config_metrics_embedding_and_figure(tmp_path):
     assert code == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["dim"] == 2 and cfg["config"]["data"] == str(tsv)
-    assert "git_commit" in cfg and "hyperr1_version" in cfg
+    assert cfg["kind"] == "embed" and "git_commit" in cfg["meta"] and "hyperr1_version" in cfg["meta"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"map", "mean_rank", "train_seconds", "seed"} <= set(metrics)
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
