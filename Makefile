@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-quick reproduce reproduce-embeddings reproduce-grpo-quick reproduce-heads figures lint bench clean
+.PHONY: install test test-quick reproduce reproduce-embeddings reproduce-grpo-quick reproduce-distill-quick reproduce-heads figures lint bench docs wheel-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test-quick: $(STAMP)
 
 ## the main job: the embeddings, the GRPO pipeline in a quick profile (about 2 min), and every
 ## figure from the committed results (`make reproduce-heads` reruns the 18-run head sweep, ~1 h)
-reproduce: reproduce-embeddings reproduce-grpo-quick figures
+reproduce: reproduce-embeddings reproduce-grpo-quick reproduce-distill-quick figures
 
 reproduce-embeddings: $(STAMP)
 	$(BIN)/python experiments/embed_mammals.py
@@ -42,6 +42,12 @@ reproduce-grpo-quick: $(STAMP)
 	$(BIN)/hyperr1 train --config experiments/configs/mammals_poincare.toml $(QUICK) --quiet > /dev/null
 	$(BIN)/python figures/fig_grpo_curves.py runs/quick_poincare/grpo/metrics.jsonl \
 		--out figures/grpo_curves_quick.png --title "GRPO, quick profile (10 warm-start epochs, 200 steps)"
+
+## a quick distillation of the quick teacher into the 7.9%-size Euclidean student
+reproduce-distill-quick: $(STAMP)
+	$(BIN)/hyperr1 distill --teacher runs/quick_poincare --config experiments/configs/distill_mammals.toml \
+		--name quick_distill --overwrite --set distill.steps=100 --set distill.eval_every=50 \
+		--set distill.checkpoint_every=50 --quiet > /dev/null
 
 reproduce-heads: $(STAMP)
 	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 0 --threads 1 & \
@@ -62,5 +68,22 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampler.py
 	$(BIN)/python benchmarks/bench_grpo.py
 
+## the API reference (Sphinx autodoc of the docstrings) into docs/_build/html; any warning,
+## e.g. from a broken docstring, fails the build
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+## build the sdist and the wheel from it, install the wheel (and torch==2.13.0) into a fresh venv
+## outside the checkout, and run the README snippets against it from there, so that a file missing
+## from the wheel fails (about 3 min, most of it installing torch and the other dependencies)
+wheel-check: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/python -m build --outdir "$$tmp/dist" . > "$$tmp/build.log" 2>&1 || { cat "$$tmp/build.log"; exit 1; }; \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install -qq --no-compile torch==2.13.0 && \
+	"$$tmp/venv/bin/python" -m pip install -qq --no-compile "$$tmp"/dist/hyperr1-*.whl pytest && \
+	cd "$$tmp" && HYPERR1_WHEEL_CHECK=1 "$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider \
+		"$(CURDIR)/tests/test_readme.py"
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis docs/_build
