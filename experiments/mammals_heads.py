@@ -27,6 +27,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from scipy import stats
 
 from hyperr1.pipeline import load_train_config, run_train
 
@@ -94,17 +95,22 @@ def run_all(seeds, dims, heads, runs: Path, quiet: bool, curves: Path, worker: i
     return rows
 
 
-def t95(n: int) -> float:
-    """Two-sided 95% Student-t quantile for n − 1 degrees of freedom (n ≤ 6; normal beyond)."""
-    return {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571}.get(n, 1.96)
-
-
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval over seeds (0 for a single seed)."""
+    """Mean and the half-width of its 95% Student-t interval over seeds (0 for a single seed)."""
     m = statistics.fmean(values)
     if len(values) < 2:
         return m, 0.0
-    return m, t95(len(values)) * statistics.stdev(values) / math.sqrt(len(values))
+    return m, float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """The paired difference a − b over seeds: mean, 95% t-interval, Wilcoxon signed-rank p-value."""
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    m, h = mean_ci(diff)
+    p = None
+    if len(diff) >= 2 and any(d != 0 for d in diff):
+        p = float(stats.wilcoxon(a, b).pvalue)
+    return {"mean": m, "ci": [m - h, m + h], "wilcoxon_p": p, "per_seed": diff}
 
 
 def _per_seed(rows: list[dict], seeds: list[int], phase: str, metric: str) -> list[float]:
@@ -134,6 +140,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def paired_table(rows: list[dict]) -> str:
+    """Markdown: per dimension, the paired Poincaré − Euclidean difference of GRPO accuracy over the
+    seeds both heads finished (same seed = same task split and initial trunk), with per-seed values."""
+    out = [
+        "| dim | seeds | Poincaré − Euclidean (points) | 95% CI | Wilcoxon p | per seed |",
+        "|---:|---:|---:|---|---:|---|",
+    ]
+    for dim in sorted({r["head_dim"] for r in rows}):
+        by_head = {
+            head: {r["seed"] for r in rows if r["head"] == head and r["head_dim"] == dim}
+            for head in ("poincare", "euclidean")
+        }
+        seeds = sorted(by_head["poincare"] & by_head["euclidean"])
+        if not seeds:
+            continue
+        sel = [r for r in rows if r["head_dim"] == dim]
+        acc = {h: _per_seed([r for r in sel if r["head"] == h], seeds, "grpo", "accuracy") for h in by_head}
+        d = paired([100 * x for x in acc["poincare"]], [100 * x for x in acc["euclidean"]])
+        p = "—" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+        per_seed = ", ".join(f"{v:+.1f}" for v in d["per_seed"])
+        ci = f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+        out.append(f"| {dim} | {len(seeds)} | {d['mean']:+.1f} | {ci} | {p} | {per_seed} |")
+    return "\n".join(out) + "\n"
+
+
+def merge_with_committed(rows: list[dict], path: Path) -> list[dict]:
+    """The committed rows of ``path`` with those of runs finished here replacing theirs: a checkout
+    without the run directories regenerates the table from the committed results, never empties it."""
+    if not path.exists():
+        return rows
+    key = ("head", "head_dim", "seed", "phase", "split")
+    fresh = {tuple(r[k] for k in key) for r in rows}
+    old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in old if tuple(r[k] for k in key) not in fresh] + rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -159,9 +201,10 @@ def main() -> None:
         args.worker,
         0 if args.collect_only else args.workers,
     )
+    rows = merge_with_committed(rows, args.results / "runs.jsonl")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    md = table(rows)
+    md = table(rows) + "\n" + paired_table(rows)
     (args.results / "table.md").write_text(md)
     print(md)
 
