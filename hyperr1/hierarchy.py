@@ -8,11 +8,19 @@ and depth tables cached lazily on first use stay valid. Multiple inheritance is 
 
 Sources: the shipped WordNet 3.0 mammal hierarchy (``load_hierarchy("mammals")``), any
 ``child<TAB>parent`` TSV file, a local WordNet dictionary directory, and synthetic trees.
+
+TSV files are UTF-8 text: a leading byte-order mark is dropped, ``\n``, ``\r\n`` and ``\r`` all end a
+line (as in Python's text mode), and a file that is not UTF-8 (UTF-16, Latin-1, binary) is a
+:class:`HierarchyError` naming the file and line. Errors quote at most ``MAX_SHOWN`` characters
+of a line or node name, so a multi-megabyte line is never echoed whole. How ``load_hierarchy``
+tells a dataset name from a file path is in its docstring.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from importlib import resources
@@ -23,10 +31,56 @@ import networkx as nx
 from hyperr1.wordnet import WordNetError, read_noun_hypernyms
 
 KNOWN_DATASETS: dict[str, str] = {"mammals": "mammals.tsv"}  # name -> file in hyperr1/data/
+WORDNET_PREFIX = "wordnet:"  # load_hierarchy("wordnet:<synset>") reads a WordNet dict directory
+DEBIAN_WORDNET_DIR = "/usr/share/wordnet"  # where Debian's wordnet-base package puts the dict files
+MAX_SHOWN = 80  # characters of a line or node name quoted in an error message
+_UTF8_BOM = "\ufeff"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class HierarchyError(ValueError):
     """Bad input to a hierarchy: unreadable file, malformed line, cycle, unknown node or name."""
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``; a string longer than ``MAX_SHOWN`` is cut there, with its length appended."""
+    if isinstance(value, str) and len(value) > MAX_SHOWN:
+        return f"{value[:MAX_SHOWN]!r}... ({len(value):,} characters)"
+    return repr(value)
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, line ends removed, as text mode numbers them.
+
+    Read as bytes and decoded line by line, so that a decoding error can name its line; ``\r\n``
+    and a lone ``\r`` end lines as in Python's universal-newlines mode, and a UTF-8 byte-order
+    mark at the start of the file is dropped (Windows editors write one; kept, it would glue
+    ``\ufeff`` onto the first node's name).
+    """
+    lineno = 0
+    with open(path, "rb") as f:
+        for raw in f:  # split at b"\n" only; "\n" is never part of a multi-byte UTF-8 character
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                hint = "it looks like UTF-16" if lineno == 0 and raw.startswith(_UTF16_BOMS) else "Latin-1 or binary?"
+                raise HierarchyError(
+                    f"{path}:{lineno + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                    f"the line; {hint}); hierarchy files must be UTF-8"
+                ) from None
+            if lineno == 0 and text.startswith(_UTF8_BOM):
+                text = text[len(_UTF8_BOM) :]
+            pieces = text.removesuffix("\n").split("\r")  # "a\r" (CRLF or a final CR) leaves one "" piece
+            if len(pieces) > 1 and pieces[-1] == "":
+                pieces.pop()
+            for line in pieces:
+                lineno += 1
+                if "\x00" in line:  # valid UTF-8, but what UTF-16 without a byte-order mark and binary files hold
+                    raise HierarchyError(
+                        f"{path}:{lineno}: NUL character at column {line.index(chr(0)) + 1} (a UTF-16 or binary "
+                        f"file?); hierarchy files must be UTF-8 text"
+                    )
+                yield lineno, line
 
 
 class Hierarchy:
@@ -37,12 +91,14 @@ class Hierarchy:
         if graph.number_of_nodes() == 0:
             raise HierarchyError(f"empty hierarchy {name!r}: it has no nodes")
         if bad := [v for v in graph if not isinstance(v, str)]:
-            raise HierarchyError(f"node names must be strings, got {bad[0]!r} in {name!r}")
+            raise HierarchyError(f"node names must be strings, got {_shown(bad[0])} in {name!r}")
         if loop := next(nx.selfloop_edges(graph), None):
-            raise HierarchyError(f"self-loop in hierarchy {name!r}: {loop[0]!r} is its own parent")
+            raise HierarchyError(f"self-loop in hierarchy {name!r}: {_shown(loop[0])} is its own parent")
         if not nx.is_directed_acyclic_graph(graph):
             cycle = [u for u, _ in nx.find_cycle(graph)]
-            shown = " -> ".join(cycle + cycle[:1])
+            # the first 10 names, unquoted unless cut to MAX_SHOWN; then back to the start or "..."
+            names = [v if len(v) <= MAX_SHOWN else _shown(v) for v in cycle[:10]]
+            shown = " -> ".join(names + (names[:1] if len(cycle) <= 10 else [f"... ({len(cycle)} nodes in all)"]))
             raise HierarchyError(f"cycle in hierarchy {name!r}: {shown}")
         self.graph = nx.DiGraph(graph)  # own copy: frozen below, the caches rely on it
         self._ancestors: dict[str, frozenset[str]] = {}
@@ -79,19 +135,17 @@ class Hierarchy:
         if not path.is_file():
             raise HierarchyError(f"hierarchy file not found: {path}")
         edges = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip() or line.startswith("#"):
-                    continue
-                raw = line.rstrip("\r\n")
-                cols = [c.strip() for c in raw.split("\t")]
-                if len(cols) != 2 or not all(cols):
-                    got = f"{len(cols)}" + ("" if all(cols) else ", some empty")
-                    raise HierarchyError(
-                        f"{path}:{lineno}: expected 2 tab-separated columns (child, parent), got {got}: {raw!r}"
-                    )
-                if not (closure and cols[0] == cols[1]):
-                    edges.append((cols[0], cols[1]))
+        for lineno, line in _text_lines(path):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cols = [c.strip() for c in line.split("\t")]
+            if len(cols) != 2 or not all(cols):
+                got = f"{len(cols)}" + ("" if all(cols) else ", some empty")
+                raise HierarchyError(
+                    f"{path}:{lineno}: expected 2 tab-separated columns (child, parent), got {got}: {_shown(line)}"
+                )
+            if not (closure and cols[0] == cols[1]):
+                edges.append((cols[0], cols[1]))
         if not edges:
             raise HierarchyError(f"empty hierarchy: {path} has no (child, parent) lines")
         try:
@@ -101,7 +155,7 @@ class Hierarchy:
         if closure and (missing := sorted(set(h.closure_pairs()) - set(edges))):
             raise HierarchyError(
                 f"{path} is not a transitive closure: {len(missing)} (node, ancestor) pairs are "
-                f"missing, e.g. {missing[0]}"
+                f"missing, e.g. ({_shown(missing[0][0])}, {_shown(missing[0][1])})"
             )
         return h
 
@@ -190,7 +244,7 @@ class Hierarchy:
 
     def _check(self, x: str) -> None:
         if x not in self.index:
-            raise HierarchyError(f"unknown node {x!r} in hierarchy {self.name!r}")
+            raise HierarchyError(f"unknown node {_shown(x)} in hierarchy {self.name!r}")
 
     def parents(self, x: str) -> list[str]:
         self._check(x)
@@ -288,15 +342,55 @@ class Hierarchy:
         return Hierarchy(self.graph.subgraph(keep), name=f"{self.name}/{root}")
 
 
-def load_hierarchy(name_or_path: str | Path) -> Hierarchy:
-    """A shipped dataset by name (see ``KNOWN_DATASETS``) or a ``child<TAB>parent`` TSV path."""
-    if str(name_or_path) in KNOWN_DATASETS:
-        ref = resources.files("hyperr1").joinpath("data", KNOWN_DATASETS[str(name_or_path)])
+def load_hierarchy(
+    name_or_path: str | Path, *, wordnet_dir: str | Path = DEBIAN_WORDNET_DIR, instances: bool = True
+) -> Hierarchy:
+    """A shipped dataset by name (see ``KNOWN_DATASETS``), a WordNet subtree, or a TSV file.
+
+    The rule that tells them apart, so that none silently stands in for another:
+
+    - a string ``"wordnet:<synset>"`` (e.g. ``"wordnet:entity.n.01"``) is that noun synset and
+      every synset below it, read from the WordNet 3.0 dict directory ``wordnet_dir`` by
+      :meth:`Hierarchy.from_wordnet`: through hyponyms and, with ``instances`` (the default),
+      instance hyponyms (``wordnet:entity.n.01`` then covers all 82,115 noun synsets). The
+      shipped ``mammals`` is ``wordnet:mammal.n.01`` with ``instances=False``; with instances
+      it gains 12 synsets (11 racehorses and ``lucy.n.01``). A file named ``wordnet:x`` needs
+      a separator (``"./wordnet:x"``);
+    - a ``Path`` (any ``os.PathLike``), or a string holding a path separator (``"./mammals"``,
+      ``"data/x.tsv"``), is a file path, always;
+    - a bare string that names a shipped dataset loads the shipped dataset; when a file of that
+      name also exists (relative to the working directory) a ``UserWarning`` says which one was
+      used and how to load the other (``"./mammals"``);
+    - any other bare string is a file path.
+    """
+    given = name_or_path
+    if isinstance(given, str) and given.startswith(WORDNET_PREFIX):
+        root = given.removeprefix(WORDNET_PREFIX)
+        if not Path(wordnet_dir, "data.noun").is_file():
+            raise HierarchyError(
+                f"{given}: no WordNet 3.0 dictionary in {wordnet_dir} (data.noun missing); on Debian/Ubuntu "
+                f"`apt-get install wordnet-base`, or pass the dict directory (wordnet_dir / --wordnet-dir)"
+            )
+        return Hierarchy.from_wordnet(wordnet_dir, root, instances=instances, name=given)
+    if isinstance(given, str) and given in KNOWN_DATASETS and not _has_separator(given):
+        if Path(given).is_file():
+            warnings.warn(
+                f"load_hierarchy({given!r}) loads the shipped dataset {given!r}, not the file {given!r} in "
+                f"{os.getcwd()}; to load that file pass a path: load_hierarchy({os.path.join(os.curdir, given)!r})",
+                UserWarning,
+                stacklevel=2,
+            )
+        ref = resources.files("hyperr1").joinpath("data", KNOWN_DATASETS[given])
         with resources.as_file(ref) as path:
-            return Hierarchy.from_tsv(path, name=str(name_or_path))
-    if Path(name_or_path).is_file():
-        return Hierarchy.from_tsv(name_or_path)
+            return Hierarchy.from_tsv(path, name=given)
+    if not isinstance(given, str) or _has_separator(given) or Path(given).is_file():
+        return Hierarchy.from_tsv(given)
     raise HierarchyError(
-        f"unknown hierarchy {str(name_or_path)!r}: not a file, and not one of the known datasets "
-        f"{sorted(KNOWN_DATASETS)}"
+        f"unknown hierarchy {_shown(given)}: not a file, and not one of the known datasets {sorted(KNOWN_DATASETS)} "
+        f"or {WORDNET_PREFIX}<synset> (e.g. {WORDNET_PREFIX}mammal.n.01)"
     )
+
+
+def _has_separator(s: str) -> bool:
+    """Whether ``s`` holds a directory separator of this OS, i.e. reads as a path, not a name."""
+    return os.sep in s or (os.altsep is not None and os.altsep in s)

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 from hyperr1.hierarchy import Hierarchy
 from hyperr1.tasks import (
@@ -64,20 +65,43 @@ from hyperr1.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 RewardFn = Callable[..., list[float]]
 _NOT_CONCEPT = frozenset(GRAMMAR_TOKENS) | frozenset(SPECIAL_TOKENS)
 _NOT_ANSWER = frozenset(TAGS) | frozenset(OPERATORS) | frozenset(SPECIAL_TOKENS)
+_CHAIN_OPS = frozenset({STEP, WAIT})  # operators inside a chain
+_BODY_OPS = frozenset(OPERATORS)  # ... and between chains
 _LEADING, _TRAILING = (BOS, PAD), (EOS, PAD)  # specials ignored at the start / at the end
 
 
 @dataclass(frozen=True)
 class ParsedCompletion:
-    """What a completion says, read leniently, plus whether it is exactly well formed."""
+    """What a completion says, read leniently, plus whether it is exactly well formed.
+
+    The chains and retractions are read from the think body on first use and kept: the format,
+    tag-count and accuracy rewards never need them, and on a long body they are most of the work.
+    """
 
     well_formed: bool  # follows the grammar exactly
-    has_think: bool  # holds a <think> ... </think> block
-    chains: Chains  # chains of the first think block, retractions applied
-    retractions: tuple[tuple[str, str, str], ...]  # (a, withdrawn b, replacement c) per `wait`
     answer: str | None  # the single token of the first answer block, else None
     n_wait: int  # `wait` tokens anywhere in the completion
     tag_counts: tuple[int, ...] = (0, 0, 0, 0)  # occurrences of each of TAGS, in TAGS order
+    think_body: tuple[str, ...] | None = field(default=None, repr=False)  # first think block's tokens
+
+    @property
+    def has_think(self) -> bool:
+        """Holds a ``<think> ... </think>`` block."""
+        return self.think_body is not None
+
+    @cached_property
+    def _chains_and_retractions(self) -> tuple[Chains, tuple[tuple[str, str, str], ...]]:
+        return _read_chains(self.think_body or ())
+
+    @property
+    def chains(self) -> Chains:
+        """Chains of the first think block, retractions applied."""
+        return self._chains_and_retractions[0]
+
+    @property
+    def retractions(self) -> tuple[tuple[str, str, str], ...]:
+        """``(a, withdrawn b, replacement c)`` per ``wait`` that withdrew a step."""
+        return self._chains_and_retractions[1]
 
     @property
     def steps(self) -> list[tuple[str, str]]:
@@ -137,50 +161,58 @@ def _strip_specials(toks: list[str]) -> list[str]:
 
 
 def _well_formed(toks: list[str]) -> bool:
-    """Whether ``toks`` follows the grammar of the module docstring exactly; one pass."""
+    """Whether ``toks`` follows the grammar of the module docstring exactly.
+
+    The think body ``seg ( ; seg )*`` with ``seg := C ( op C )*`` is exactly a sequence of odd
+    length with concepts at the even positions and ``->``/``wait``/``;`` at the odd ones, in which
+    no segment's first operator is ``wait``: the operator sequence neither starts with ``wait``
+    nor holds ``; wait``. Each condition is one C-level pass over a slice (set operations,
+    ``str.join`` and a substring search), with no per-segment Python work or lists.
+    """
     if len(toks) < 6 or toks[0] != THINK_OPEN or toks[-4:-2] != [THINK_CLOSE, ANSWER_OPEN]:
         return False
     if toks[-1] != ANSWER_CLOSE or toks[-2] in _NOT_ANSWER:
         return False
-    segments: list[list[str]] = [[]]
-    for t in toks[1:-4]:
-        if t == SEP:
-            segments.append([])
-        else:
-            segments[-1].append(t)
-    for seg in segments:
-        # concept (op concept)*: odd length, concepts at even positions, the first op a step
-        if len(seg) % 2 == 0 or any(t in _NOT_CONCEPT for t in seg[::2]):
-            return False
-        if any(op not in (STEP, WAIT) for op in seg[1::2]) or seg[1:2] not in ([], [STEP]):
-            return False
-    return True
+    body = toks[1:-4]
+    ops = body[1::2]  # the operators, if the body is well formed
+    if len(body) % 2 == 0 or not _NOT_CONCEPT.isdisjoint(body[::2]) or not _BODY_OPS.issuperset(ops):
+        return False
+    joined = " ".join(ops)  # only "->", "wait" and ";" now, so the search below is exact
+    return not (joined.startswith(WAIT) or f"{SEP} {WAIT}" in joined)
 
 
-def _read_chains(body: list[str]) -> tuple[Chains, tuple[tuple[str, str, str], ...]]:
-    """Chains of a think body, leniently: a concept right after a concept starts a new chain."""
-    chains, retractions, cur, op = [], [], [], None
+def _read_chains(body: Sequence[str]) -> tuple[Chains, tuple[tuple[str, str, str], ...]]:
+    """Chains of a think body, leniently: a concept right after a concept starts a new chain.
+
+    One pass; a finished chain is kept as a tuple at once, so only the chain being read is a list.
+    """
+    chains: list[tuple[str, ...]] = []
+    retractions: list[tuple[str, str, str]] = []
+    cur: list[str] = []
+    op = None  # the operator since the last concept, if any
     for t in body:
         if t == SEP:
             if cur:
-                chains.append(cur)
-            cur, op = [], None
-        elif t in (STEP, WAIT):
+                chains.append(tuple(cur))
+                cur = []
+            op = None
+        elif t in _CHAIN_OPS:
             op = t
-        else:
-            if cur and op == STEP:
+        else:  # a concept
+            if not cur:
                 cur.append(t)
-            elif cur and op == WAIT and len(cur) >= 2:
+            elif op == STEP:
+                cur.append(t)
+            elif op == WAIT and len(cur) >= 2:  # withdraw the last step, take this one instead
                 retractions.append((cur[-2], cur[-1], t))
                 cur[-1] = t
             else:
-                if cur:
-                    chains.append(cur)
+                chains.append(tuple(cur))
                 cur = [t]
             op = None
     if cur:
-        chains.append(cur)
-    return tuple(tuple(c) for c in chains), tuple(retractions)
+        chains.append(tuple(cur))
+    return tuple(chains), tuple(retractions)
 
 
 def _block(toks: list[str], open_tag: str, close_tag: str) -> list[str] | None:
@@ -196,16 +228,13 @@ def parse_completion(completion: object) -> ParsedCompletion:
     """Read a completion (string or conversational list); never raises; O(len(text))."""
     toks = _strip_specials(completion_text(completion).split())
     body = _block(toks, THINK_OPEN, THINK_CLOSE)
-    chains, retractions = _read_chains(body) if body is not None else ((), ())
     inner = _block(toks, ANSWER_OPEN, ANSWER_CLOSE)
     return ParsedCompletion(
         well_formed=_well_formed(toks),
-        has_think=body is not None,
-        chains=chains,
-        retractions=retractions,
         answer=inner[0] if inner is not None and len(inner) == 1 else None,
         n_wait=toks.count(WAIT),
         tag_counts=tuple(toks.count(tag) for tag in TAGS),
+        think_body=tuple(body) if body is not None else None,
     )
 
 
@@ -219,8 +248,12 @@ def is_correct(parsed: ParsedCompletion, answers: Collection[str]) -> bool:
 
 def faithfulness(parsed: ParsedCompletion, h: Hierarchy) -> float:
     """Fraction of chain steps (after retractions) that are parent edges of ``h``; 0 if none."""
-    steps = parsed.steps
-    return sum(h.graph.has_edge(a, b) for a, b in steps) / len(steps) if steps else 0.0
+    chains = parsed.chains
+    n_steps = sum(map(len, chains)) - len(chains)  # a chain of k concepts has k − 1 steps
+    if not n_steps:
+        return 0.0
+    has_edge = h.graph.has_edge
+    return sum(sum(map(has_edge, c, c[1:])) for c in chains if len(c) > 1) / n_steps
 
 
 def good_retractions(parsed: ParsedCompletion, h: Hierarchy) -> int:
@@ -295,10 +328,13 @@ def defined_rewards(*, answers: bool, hierarchy: bool) -> list[str]:
     return [n for n, r in REWARDS.items() if (answers or not r.needs_answers) and (hierarchy or not r.needs_hierarchy)]
 
 
+_NO_ANSWERS = "the accuracy reward needs an `answers` (or `answer`) dataset column"
+
+
 def _accepted(n: int, answers: Sequence | None) -> list[frozenset[str]]:
     """Per-completion accepted answers from an ``answers`` column: lists, JSON lists or strings."""
     if answers is None:
-        raise ValueError("the accuracy reward needs an `answers` (or `answer`) dataset column")
+        raise ValueError(_NO_ANSWERS)
     if len(answers) != n:
         raise ValueError(f"{len(answers)} gold answers for {n} completions")
     out = []
@@ -407,11 +443,12 @@ def _weight_table(weights: RewardWeights | dict | None) -> dict[str, float]:
     return table
 
 
-def _check_needs(table: dict[str, float], answers: bool, hierarchy: bool) -> None:
+def _check_needs(table: dict[str, float], *, answers: bool, hierarchy: bool) -> None:
+    """Raise if a reward with a positive weight needs answers or a hierarchy that is missing."""
     if table["faithfulness"] > 0 and not hierarchy:
         raise ValueError("a faithfulness weight needs the hierarchy: composite_reward(w, h)")
     if table["accuracy"] > 0 and not answers:
-        _accepted(0, None)  # raises: the accuracy reward needs an `answers` column
+        raise ValueError(_NO_ANSWERS)
 
 
 def score_completions(
@@ -430,7 +467,7 @@ def score_completions(
     total is bit-for-bit that of :func:`composite_reward`, which calls this.
     """
     table = _weight_table(weights)
-    _check_needs(table, answers is not None, hierarchy is not None)
+    _check_needs(table, answers=answers is not None, hierarchy=hierarchy is not None)
     gold = _accepted(len(completions), answers) if answers is not None else None
     names = defined_rewards(answers=gold is not None, hierarchy=hierarchy is not None)
     per_fn = _score(names, completions, gold, hierarchy)

@@ -200,9 +200,9 @@ class GRPOTrainer(RunLoop):
     def score(self, texts: list[str], answers: list) -> tuple[list[float], dict[str, list[float]]]:
         """Composite reward r_i and each reward's value (faithfulness only when weighted), one parse
         per completion."""
-        scores = score_completions(texts, answers, self.cfg.reward_weights, self.h)
-        per_fn = {k: v for k, v in scores.per_fn.items() if k != "faithfulness" or self.cfg.w_faithfulness > 0}
-        return scores.total, per_fn
+        h = self.h if self.cfg.w_faithfulness > 0 else None  # without it the chains are never read
+        scores = score_completions(texts, answers, self.cfg.reward_weights, h)
+        return scores.total, scores.per_fn
 
     def _prompts(self) -> list[TaskExample]:
         """This rank's share of B prompts drawn from the curriculum's current range."""

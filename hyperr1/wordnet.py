@@ -33,9 +33,20 @@ def _dict_file(dict_dir: str | Path, name: str) -> Path:
 
 
 def _data_lines(path: Path):
-    """Yield ``(line_number, line)`` for data lines; the licence header lines start with a space."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    """Yield ``(line_number, line)`` for data lines; the licence header lines start with a space.
+
+    Read as bytes and decoded line by line, so that a file that is not UTF-8 text (WordNet's are
+    ASCII) is a :class:`WordNetError` naming its line rather than a bare ``UnicodeDecodeError``.
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise WordNetError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                    f"expected a WordNet 3.0 dict file"
+                ) from None
             if line.strip() and not line.startswith(" "):
                 yield lineno, line
 
@@ -50,7 +61,7 @@ def read_sense_offsets(dict_dir: str | Path) -> dict[str, list[str]]:
             synset_cnt = int(fields[2])
             senses[fields[0]] = fields[len(fields) - synset_cnt :]
         except (IndexError, ValueError) as e:
-            raise WordNetError(f"{path}:{lineno}: malformed index line: {line.rstrip()!r}") from e
+            raise WordNetError(f"{path}:{lineno}: malformed index line: {line.rstrip()[:120]!r}") from e
     return senses
 
 

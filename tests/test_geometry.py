@@ -1,5 +1,6 @@
 """Identities and properties of hyperr1.geometry, over seeds, dtypes and curvatures."""
 
+import cmath
 import math
 
 import geoopt
@@ -114,6 +115,9 @@ def test_distance_is_a_metric(pts, dtype, c):
     assert (d[:, None, :] <= d[:, :, None] + d[None, :, :] + tol).all()
 
 
+BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}  # geoopt's boundary margin ε, which G.project keeps
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.floats(-3, 3, allow_nan=False), min_size=4, max_size=4),
@@ -121,23 +125,46 @@ def test_distance_is_a_metric(pts, dtype, c):
     st.sampled_from(CURVATURES),
 )
 def test_expmap0_logmap0_identity(v, dtype, c):
+    """log₀(exp₀(v)) = v up to the boundary margin, and beyond it v clipped to the margin's radius.
+
+    exp₀ lands at most (1 − ε)/√c from the origin (the projection), i.e. at hyperbolic radius
+    r_max = artanh(1 − ε)/√c (≈ 3.1/√c in float32, 6.1/√c in float64); so the round trip is
+    v · min(1, r_max/‖v‖) for every v, inside the margin and beyond it.
+    """
     v = torch.tensor(v, dtype=dtype)
     back = G.logmap0(G.expmap0(v, c=c), c=c)
+    v64, norm = v.double(), float(v.double().norm())
+    r_max = math.atanh(1 - BALL_EPS[dtype]) / math.sqrt(c)
+    expected = v64 * min(1.0, r_max / norm) if norm > 0 else v64
     tol = 1e-3 if dtype == torch.float32 else 1e-9
-    # only where expmap0 did not hit the boundary projection: tanh(√c‖v‖) < 1 − ε (artanh(1 − 4e-3) ≈ 3.1)
-    if math.sqrt(c) * float(v.norm()) < (3 if dtype == torch.float32 else 6):
-        torch.testing.assert_close(back, v, rtol=tol, atol=tol)
+    torch.testing.assert_close(back.double(), expected, rtol=tol, atol=tol)
+
+
+def mobius_add(x, y, c):
+    """x ⊕_c y = ((1 + 2c⟨x, y⟩ + c‖y‖²) x + (1 − c‖x‖²) y) / (1 + 2c⟨x, y⟩ + c²‖x‖²‖y‖²) (Ungar)."""
+    xy, x2, y2 = (x * y).sum(-1, keepdim=True), x.pow(2).sum(-1, keepdim=True), y.pow(2).sum(-1, keepdim=True)
+    return ((1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y) / (1 + 2 * c * xy + c * c * x2 * y2)
 
 
 @settings(max_examples=60, deadline=None)
 @given(points, st.sampled_from(DTYPES), st.sampled_from(CURVATURES))
-def test_mobius_left_cancellation(pts, dtype, c):
-    ball = geoopt.PoincareBall(c=c)
-    # inside 0.7 of the radius, so that a ⊕ b stays resolvable in float32
-    a, b = 0.7 * G.project(torch.tensor(pts[:2], dtype=dtype) / math.sqrt(c), c=c)
-    out = ball.mobius_add(-a, ball.mobius_add(a, b))
-    tol = 1e-3 if dtype == torch.float32 else 1e-9
-    torch.testing.assert_close(out, b, rtol=tol, atol=tol)
+def test_distance_is_invariant_under_mobius_left_translation(pts, dtype, c):
+    """x ↦ a ⊕ x is an isometry of the ball, so d(a ⊕ x, a ⊕ y) = d(x, y) for hyperr1's closed-form
+    distances; and they equal the Möbius definition d(x, y) = (2/√c) artanh(√c‖(−x) ⊕ y‖)."""
+    # inside 0.7 of the radius, so that a ⊕ x stays inside 0.94 of it and resolvable in float32
+    a, x, y = 0.7 * G.project(torch.tensor(pts, dtype=dtype) / math.sqrt(c), c=c)
+    ax, ay = mobius_add(a, x, c), mobius_add(a, y, c)
+    # float32: G.dist takes x − y elementwise (error ~1e-5 here); pairwise_dist's one matrix product
+    # cancels for near-coincident points (absolute error ~1e-2 at this radius, see its docstring)
+    tol, pair_tol = (1e-4, 2e-2) if dtype == torch.float32 else (1e-9, 1e-6)
+    d = G.dist(x, y, c=c)
+    torch.testing.assert_close(G.dist(ax, ay, c=c), d, rtol=tol, atol=tol)
+    both, moved = torch.stack([x, y]), torch.stack([ax, ay])  # (2, 3)
+    pair, pair_moved = G.pairwise_dist(both, both, c=c), G.pairwise_dist(moved, moved, c=c)  # (2, 2)
+    torch.testing.assert_close(pair_moved, pair, atol=pair_tol, rtol=0)
+    by_mobius = 2 / math.sqrt(c) * torch.atanh(math.sqrt(c) * mobius_add(-x, y, c).double().norm())
+    floor = 2 * math.sqrt(torch.finfo(dtype).eps / c)  # G.dist floors w at ε: no distance is below ≈ 2√(ε/c)
+    torch.testing.assert_close(d.double(), by_mobius, rtol=tol, atol=10 * tol + floor)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -178,9 +205,47 @@ def test_gromov_delta_known_values():
     assert G.delta_hyperbolicity(d, c=None) == pytest.approx(0.0, abs=1e-12)
 
 
+def draw_tree(tree: nx.Graph, root, step: float, *, hyperbolic: bool) -> torch.Tensor:
+    """Points (N, 2) of a tree drawn from ``root`` outwards, each node's children spread evenly
+    around it at ``step`` from it, away from its parent: in the Poincaré disk (c = 1) by Möbius
+    translation, so that every edge has hyperbolic length 2 artanh(step) (Sarkar 2011's
+    construction), or in the Euclidean plane by ordinary translation (edge length ``step``)."""
+
+    def move(w: complex, z: complex) -> complex:  # the translation taking 0 to z
+        return (w + z) / (1 + z.conjugate() * w) if hyperbolic else w + z
+
+    pos, stack = {root: 0j}, [(root, None)]
+    while stack:
+        v, parent = stack.pop()
+        z = pos[v]
+        kids = [u for u in tree[v] if u != parent]
+        n = len(kids) + (parent is not None)
+        to_parent = 0.0 if parent is None else cmath.phase(move(pos[parent], -z))
+        for k, u in enumerate(kids, start=int(parent is not None)):  # slot 0 points at the parent
+            pos[u] = move(step * cmath.exp(1j * (to_parent + 2 * math.pi * k / n)), z)
+            stack.append((u, v))
+    return torch.tensor([[pos[v].real, pos[v].imag] for v in tree], dtype=torch.float64)
+
+
 def test_delta_hyperbolicity_of_euclidean_grid_exceeds_tree_embedding():
+    tree = nx.balanced_tree(2, 4)
+    assert G.delta_hyperbolicity(tree, num_base_points=None) == 0.0  # the tree metric itself
+    tau = 2.0  # hyperbolic edge length
+    disk = draw_tree(tree, 0, math.tanh(tau / 2), hyperbolic=True)
+    hops = torch.tensor(nx.floyd_warshall_numpy(tree), dtype=torch.float64)
+    ratio = (G.pairwise_dist(disk, disk) / (tau * hops))[hops > 0]
+    assert ratio.max() <= 1 + 1e-9 and ratio.min() > 0.8  # a tree embedding: d ≈ τ · hops
+    plane = draw_tree(tree, 0, 1.0, hyperbolic=False)
     grid = torch.cartesian_prod(torch.linspace(0, 1, 8), torch.linspace(0, 1, 8))
-    assert G.delta_hyperbolicity(grid, c=None, num_base_points=None) > 0.1
+    delta_disk = G.delta_hyperbolicity(disk, c=1.0, num_base_points=None)
+    delta_plane = G.delta_hyperbolicity(plane, c=None, num_base_points=None)
+    delta_grid = G.delta_hyperbolicity(grid, c=None, num_base_points=None)
+    assert delta_grid == pytest.approx(2 - math.sqrt(2), abs=1e-6)  # the unit square's corners: (√2 − 1)/(√2/2)
+    assert delta_disk < 0.05  # near the tree's 0
+    assert delta_grid > 10 * delta_disk and delta_plane > 10 * delta_disk  # flat: the same tree drawn in the plane
+
+
+def test_delta_hyperbolicity_rejects_bad_input():
     with pytest.raises(ValueError, match="disconnected"):
         G.delta_hyperbolicity(nx.empty_graph(3))
     with pytest.raises(ValueError, match="square"):

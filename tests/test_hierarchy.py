@@ -1,13 +1,14 @@
 """Tests for hyperr1.hierarchy and hyperr1.wordnet: shipped data, trees, DAG queries, errors."""
 
+import warnings
 from pathlib import Path
 
 import networkx as nx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hyperr1.hierarchy import KNOWN_DATASETS, Hierarchy, HierarchyError, load_hierarchy
+from hyperr1.hierarchy import KNOWN_DATASETS, MAX_SHOWN, Hierarchy, HierarchyError, load_hierarchy
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 needs_wordnet = pytest.mark.skipif(
@@ -186,8 +187,24 @@ def test_to_tsv_round_trip(tmp_path, mammals):
 # ------------------------------------------------------------------ bad input
 
 
-def test_error_is_value_error():
-    assert issubclass(HierarchyError, ValueError)
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda tmp: load_hierarchy("birds"),
+        lambda tmp: Hierarchy.from_tsv(write(tmp / "bad.tsv", "x\ty\tz\n")),
+        lambda tmp: Hierarchy.from_tsv(tmp / "missing.tsv"),
+        lambda tmp: Hierarchy.from_edges([("a", "b"), ("b", "a")]),
+        lambda tmp: Hierarchy.balanced_tree(3, 2).parents("unicorn"),
+        lambda tmp: Hierarchy.random_tree(0),
+        lambda tmp: Hierarchy.from_wordnet(tmp),  # a WordNetError inside, re-raised as a HierarchyError
+        lambda tmp: Hierarchy(nx.DiGraph([(1, 2)])),
+    ],
+    ids=["unknown name", "bad line", "missing file", "cycle", "unknown node", "bad size", "wordnet", "non-str"],
+)
+def test_every_failure_is_a_hierarchy_error_and_a_value_error(tmp_path, fail):
+    with pytest.raises(ValueError) as e:  # what a caller that knows nothing of hyperr1 catches
+        fail(tmp_path)
+    assert type(e.value) is HierarchyError and str(e.value)
 
 
 def test_missing_file(tmp_path):
@@ -234,6 +251,112 @@ def test_empty_graph():
         Hierarchy(nx.DiGraph())
 
 
+# ------------------------------------------------------------------ text encodings and names
+
+
+def test_utf8_byte_order_mark_is_dropped(tmp_path):
+    tree = Hierarchy.balanced_tree(3, 4)  # 121 nodes, root n0
+    for header in (None, "a comment"):
+        path = tmp_path / "tree.tsv"
+        tree.to_tsv(path, header=header)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows editors save "UTF-8"
+        h = Hierarchy.from_tsv(path)
+        assert len(h) == 121 and h.roots == ["n0"] and h.edges == tree.edges
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_every_line_ending_reads_alike(tmp_path, ending):
+    path = tmp_path / "h.tsv"
+    path.write_bytes(ending.join(["# c", "x\ty", "", "y\tz", "z\tr", ""]).encode())
+    assert Hierarchy.from_tsv(path).edges == [("x", "y"), ("y", "z"), ("z", "r")]
+    path.write_bytes(ending.join(["x\ty", "y\tz", "bad"]).encode())
+    with pytest.raises(HierarchyError, match=f"{path}:3: expected 2"):
+        Hierarchy.from_tsv(path)
+
+
+@pytest.mark.parametrize(
+    "data,line,what",
+    [
+        ("x\ty\ny\tz\n".encode("utf-16"), 1, "UTF-16"),  # with its byte-order mark
+        ("x\ty\ny\tz\n".encode("utf-16-le"), 1, "NUL"),  # without one: valid UTF-8, full of NULs
+        ("x\ty\ny\tz\ncafé\tz\n".encode("latin-1"), 3, "not UTF-8"),
+        (b"x\ty\n\x00\x01\x02\x03\tz\n", 2, "NUL"),
+        (bytes(range(255, -1, -1)), 1, "not UTF-8"),
+    ],
+    ids=["utf-16", "utf-16-le", "latin-1", "binary", "all bytes"],
+)
+def test_non_utf8_file_names_file_and_line(tmp_path, data, line, what):
+    path = tmp_path / "h.tsv"
+    path.write_bytes(data)
+    with pytest.raises(HierarchyError, match=what) as e:
+        Hierarchy.from_tsv(path)
+    assert f"{path}:{line}:" in str(e.value) and "UTF-8" in str(e.value)
+
+
+def test_a_huge_line_is_not_echoed_whole(tmp_path):
+    line = "x" * 3_000_000 + "\ty\tz"  # 3 columns
+    path = write(tmp_path / "big.tsv", f"a\tb\n{line}\n")
+    with pytest.raises(HierarchyError, match="2 tab-separated columns") as e:
+        Hierarchy.from_tsv(path)
+    message = str(e.value)
+    assert f"{path}:2" in message and "x" * MAX_SHOWN in message and "3,000,004 characters" in message
+    assert len(message) < len(str(path)) + 3 * MAX_SHOWN
+    loop = "y" * 3_000_000
+    with pytest.raises(HierarchyError, match="self-loop") as e:
+        Hierarchy.from_tsv(write(tmp_path / "loop.tsv", f"{loop}\t{loop}\n"))
+    assert len(str(e.value)) < len(str(tmp_path)) + 3 * MAX_SHOWN
+
+
+def test_a_local_file_named_like_a_dataset_is_never_silently_shadowed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "mammals", "cat\tanimal\ndog\tanimal\n")
+    with pytest.warns(UserWarning, match=r"shipped dataset 'mammals'.*load_hierarchy\('\./mammals'\)"):
+        shipped = load_hierarchy("mammals")  # the name: the shipped dataset, said out loud
+    assert len(shipped) == 1170
+    for as_path in ("./mammals", Path("mammals"), tmp_path / "mammals"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            local = load_hierarchy(as_path)  # a path: the file, silently
+        assert local.nodes == ["animal", "cat", "dog"]
+    (tmp_path / "mammals").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_hierarchy("mammals")) == 1170  # no local file, nothing to warn about
+    with pytest.raises(HierarchyError, match="not found"):
+        load_hierarchy(Path("mammals"))  # a path never falls back to the dataset
+
+
+_TSV_PIECES = ["a", "b", "c", "\t", "\n", "\r", " ", "#", "\ufeff", "é", "\x00", "\u2028", "x" * 200]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8")),
+        st.lists(st.sampled_from(_TSV_PIECES), max_size=40).map(lambda p: "".join(p).encode("utf-8")),
+        st.tuples(st.text(max_size=60), st.sampled_from(["utf-16", "utf-16-be", "latin-1", "utf-8-sig"])).map(
+            lambda t: t[0].encode(t[1], errors="replace")
+        ),
+    ),
+    st.booleans(),
+)
+@example(b"\xef\xbb\xbfa\tb\n", False)
+@example(b"a\ta\n", True)
+@example(b"\xff\xfea\x00", False)
+def test_reading_any_bytes_gives_a_hierarchy_or_a_hierarchy_error(tmp_path_factory, data, closure):
+    path = tmp_path_factory.mktemp("fuzz") / "h.tsv"
+    path.write_bytes(data)
+    try:
+        h = Hierarchy.from_tsv(path, closure=closure)
+    except HierarchyError as e:  # names the file; bounded, however long the lines (up to 8,000 here)
+        assert str(path) in str(e) and len(str(e)) < len(str(path)) + 2000
+        return
+    for v in h:  # what a TSV line can spell: non-empty, trimmed names without tabs, line ends or NULs
+        assert v and v == v.strip() and not any(c in v for c in "\t\n\r\x00")
+    assert nx.is_directed_acyclic_graph(h.graph)
+
+
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(HierarchyError, match="unknown hierarchy 'birds'") as e:
         load_hierarchy("birds")
@@ -260,6 +383,14 @@ def test_bad_tree_sizes(args):
         Hierarchy.balanced_tree(*args)
     with pytest.raises(HierarchyError):
         Hierarchy.random_tree(0)
+
+
+def test_from_wordnet_non_utf8_dict_names_the_file_and_line(tmp_path):
+    (tmp_path / "index.noun").write_text("dog n 1 0 1 0 02084071\n", encoding="ascii")
+    (tmp_path / "data.noun").write_bytes(b"  licence header\n02084071 05 n 01 dog 0 000 | a caf\xe9 dog\n")
+    with pytest.raises(HierarchyError, match="not UTF-8") as e:
+        Hierarchy.from_wordnet(tmp_path, "dog.n.01")
+    assert f"{tmp_path / 'data.noun'}:2:" in str(e.value)
 
 
 def test_from_wordnet_missing_dir_names_the_file(tmp_path):
