@@ -277,8 +277,11 @@ def flat_metrics(results: dict) -> dict[str, float]:
 
 
 def write_results(results: dict, path: str | Path) -> Path:
-    """Write the results as indented JSON (strict: no NaN) and return the path."""
+    """Write the results as indented JSON (strict: no NaN) atomically (temp file + rename, so a kill
+    never leaves half a file) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
     return path
