@@ -60,7 +60,7 @@ figures: $(STAMP)
 		--out figures/grpo_curves.png --title "GRPO, Poincaré head, dim 8 (mean of 3 seeds)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check hyperr1 tests experiments figures benchmarks scripts
+	$(BIN)/ruff check hyperr1 tests experiments figures benchmarks scripts examples docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_head.py

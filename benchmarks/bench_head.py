@@ -27,7 +27,7 @@ import geoopt
 import torch
 import torch.nn.functional as F
 
-from hyperr1 import geometry
+from hyperr1.native import dispatch
 from hyperr1.nn import HyperbolicDistanceHead
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     results["upstream_grad/naive_over_head"] = round(
         statistics.median(nv / h for nv, h in zip(naive["naive"], naive["head"], strict=True)), 1
     )
-    results["head_kernel"] = geometry._resolve_kernel(head.kernel, x.detach())
+    results["head_kernel"] = dispatch.resolve_kernel(head.kernel, x.detach())
     results["rounds"] = args.rounds
     results["machine"] = f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}"
     results["shape"] = {"batch": n, "dim": d, "classes": k}

@@ -98,7 +98,7 @@ def config_from_args(cls: type, args: argparse.Namespace):
         try:
             cfg.validate()
         except ValueError as err:
-            raise SystemExit(f"error: invalid {cls.__name__}: {err}") from err
+            raise ValueError(f"invalid {cls.__name__}: {err}") from err
     return cfg
 
 
@@ -162,6 +162,13 @@ def _cmd_distill(args):
     print(json.dumps(results, indent=2))
 
 
+def _cmd_viz(args):
+    from hyperr1.viz import VizConfig, run_viz
+
+    cfg = config_from_args(VizConfig, args)
+    print(json.dumps(run_viz(cfg), indent=2))
+
+
 COMMANDS = {
     "embed": (
         "Train Poincaré / Euclidean embeddings of a hierarchy (Nickel & Kiela 2017).",
@@ -186,6 +193,12 @@ COMMANDS = {
         None,
         "hyperr1.distill_pipeline",
         _cmd_distill,
+    ),
+    "viz": (
+        "Draw an embedded hierarchy on the Poincaré disk (embed output, policy or train run) as PNG, PDF and HTML.",
+        "VizConfig",
+        "hyperr1.viz",
+        _cmd_viz,
     ),
 }
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from hyperr1 import geometry
+from hyperr1.native.dispatch import DistanceLogits
 
 if TYPE_CHECKING:  # the model module imports this one
     from hyperr1.model import HyperR1ForConditionalGeneration
@@ -90,11 +90,11 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 def inference_head(model: HyperR1ForConditionalGeneration):
     """``model.logits`` for a run of decoding steps: the prototypes' half of the distance
-    computation is built once (:class:`hyperr1.geometry.DistanceLogits`), same values."""
+    computation is built once (:class:`hyperr1.native.dispatch.DistanceLogits`), same values."""
     head = model.head
     if model.config.head != "poincare" or head.squared:
         return model.logits
-    fixed = geometry.DistanceLogits(
+    fixed = DistanceLogits(
         head.prototypes, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias, kernel=head.kernel
     )
     return lambda hidden: fixed(model.projection(hidden))  # (N, D) → (N, V)

@@ -4,13 +4,12 @@ Everything here is a function of tensors with keyword-only curvature ``c > 0`` (
 ``{x : c‖x‖² < 1}``, sectional curvature ``-c``). geoopt supplies the Möbius operations, the
 exponential and logarithmic maps and the projection; this module adds what geoopt lacks:
 
-* :func:`pairwise_dist` -- all-pairs distances through **one** matrix product, with a fused
-  autograd kernel (geoopt's ``dist`` broadcasts an ``N×M×d`` tensor of Möbius sums instead);
-* :func:`distance_logits` -- the affine map ``α·d(x, p) + b`` used by the distance head, fused
-  with the distance so that no extra ``N×M`` intermediate is kept for the backward pass; its
-  elementwise part runs in PyTorch ops or, for float32 on the CPU, in the C loops of
-  :mod:`hyperr1.native` (one pass each way);
-* :func:`clip_features` -- feature clipping of Guo et al. (2022);
+* :func:`pairwise_dist` -- all-pairs distances through **one** matrix product of the factors
+  :func:`pair_factors` (geoopt's ``dist`` broadcasts an ``N×M×d`` tensor of Möbius sums instead);
+  the elementwise part and its backward run in the kernels of :mod:`hyperr1.native.dispatch`
+  (PyTorch ops, or for float32 on the CPU the C loops of :mod:`hyperr1.native`);
+* :func:`dist` -- paired distances by the closed form, exact near the boundary;
+* :func:`clip_features` / :func:`clipped_expmap0` -- feature clipping of Guo et al. (2022);
 * :func:`mlr_logits` -- hyperbolic multinomial logistic regression of Ganea et al. (2018),
   computed pairwise from inner products;
 * :func:`gromov_delta` / :func:`delta_hyperbolicity` -- Gromov δ by the four-point condition,
@@ -26,33 +25,33 @@ Guo et al. 2022, "Clipped Hyperbolic Classifiers Are Super-Hyperbolic Classifier
 
 from __future__ import annotations
 
-import functools
-import math
-import warnings
-
 import geoopt
 import networkx as nx
 import torch
 
-from hyperr1 import native
-
 __all__ = [
     "PoincareBall",
     "ball",
-    "clip_features",
+    "as_curvature",
     "expmap0",
+    "clipped_expmap0",
     "logmap0",
     "project",
-    "pairwise_dist",
-    "distance_logits",
     "dist",
+    "clip_features",
+    "pair_factors",
+    "left_factor",
+    "right_factor",
+    "pairwise_dist",
     "mlr_logits",
     "gromov_delta",
     "delta_hyperbolicity",
 ]
 
 
-def _as_c(c: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def as_curvature(c: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The curvature parameter ``c`` as a tensor of ``like``'s dtype and device; raises
+    ``ValueError`` unless every entry is > 0 (the ball of curvature −c needs c > 0)."""
     c = torch.as_tensor(c, dtype=like.dtype, device=like.device)
     if not bool((c > 0).all()):
         raise ValueError(f"curvature parameter c must be > 0, got {c.tolist()}")
@@ -92,12 +91,18 @@ def ball(c: float = 1.0, *, learnable: bool = False, boundary_eps: float | None 
 
 
 def expmap0(v: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """exp₀(v) = tanh(√c‖v‖) v / (√c‖v‖), projected into the ball as geoopt's ``expmap0``.
+    r"""The exponential map at the origin, projected into the ball as geoopt's ``expmap0``:
+
+    .. math::
+
+        \exp_0(v) = \tanh(\sqrt{c}\,\lVert v\rVert)\, \frac{v}{\sqrt{c}\,\lVert v\rVert}
+
+    (Ganea et al. 2018).
 
     The same values as geoopt's (a test checks), written out because geoopt's TorchScript
     version costs three times as much per call on the small batches of a decoding step.
     """
-    c = _as_c(c, v)
+    c = as_curvature(c, v)
     sqrt_c = c.sqrt()
     # guard: exp₀(0) = 0; the clamp avoids 0/0 and matches geoopt's min norm
     n = v.norm(dim=-1, keepdim=True).clamp_min(1e-15)
@@ -105,9 +110,11 @@ def expmap0(v: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
 
 
 def clipped_expmap0(v: torch.Tensor, r: float | None, *, c: float | torch.Tensor) -> torch.Tensor:
-    """exp₀(clip_r(v)) in one pass: with n = ‖v‖ and n' = min(n, r),
+    r"""exp₀(clip_r(v)) in one pass: with n = ‖v‖ and n' = min(n, r),
 
-        exp₀(clip_r(v)) = tanh(√c n') · v / (√c n),
+    .. math::
+
+        \exp_0(\operatorname{clip}_r(v)) = \tanh(\sqrt{c}\, n')\, \frac{v}{\sqrt{c}\, n},
 
     the same point as :func:`expmap0` of :func:`clip_features` (one norm instead of three).
     The boundary projection is skipped when tanh(√c r) cannot reach the float margin.
@@ -116,7 +123,7 @@ def clipped_expmap0(v: torch.Tensor, r: float | None, *, c: float | torch.Tensor
         return expmap0(v, c=c)
     if not r > 0:
         raise ValueError(f"clip radius r must be > 0 or None, got {r}")
-    c = _as_c(c, v)
+    c = as_curvature(c, v)
     sqrt_c = c.sqrt()
     n = v.norm(dim=-1, keepdim=True).clamp_min(1e-15)  # guard: exp₀(0) = 0 without 0/0
     z = v * (torch.tanh(sqrt_c * n.clamp_max(r)) / (sqrt_c * n))
@@ -126,14 +133,19 @@ def clipped_expmap0(v: torch.Tensor, r: float | None, *, c: float | torch.Tensor
 
 
 def logmap0(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """log₀(x) = artanh(√c‖x‖) x / (√c‖x‖) (geoopt)."""
-    return geoopt.manifolds.stereographic.math.logmap0(x, k=-_as_c(c, x))
+    r"""The logarithmic map at the origin, the inverse of :func:`expmap0` (geoopt):
+
+    .. math::
+
+        \log_0(x) = \operatorname{artanh}(\sqrt{c}\,\lVert x\rVert)\, \frac{x}{\sqrt{c}\,\lVert x\rVert}.
+    """
+    return geoopt.manifolds.stereographic.math.logmap0(x, k=-as_curvature(c, x))
 
 
 def project(x: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
     """Project onto the ball of radius (1 − ε)/√c with geoopt's dtype-dependent ε (4e-3 for
     float32, 1e-5 for float64): points inside stay, points beyond move radially onto it."""
-    c = _as_c(c, x)
+    c = as_curvature(c, x)
     max_norm = (1 - _BALL_EPS.get(x.dtype, 1e-5)) / c.sqrt()
     norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)  # guard: 0/0 at the origin
     return torch.where(norm > max_norm, x / norm * max_norm, x)
@@ -143,15 +155,18 @@ _BALL_EPS = {torch.float32: 4e-3}  # geoopt's boundary margin by dtype (1e-5 for
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """Paired (broadcast) distance d_c(x, y) over the last dimension, by the closed form
+    r"""Paired (broadcast) distance d_c(x, y) over the last dimension, by the closed form
 
-        d_c(x, y) = (1/√c) · arcosh(1 + 2c‖x − y‖² / ((1 − c‖x‖²)(1 − c‖y‖²))).
+    .. math::
+
+        d_c(x, y) = \frac{1}{\sqrt{c}} \operatorname{arcosh}\Big(1 + \frac{2c\lVert x - y\rVert^2}
+        {(1 - c\lVert x\rVert^2)(1 - c\lVert y\rVert^2)}\Big).
 
     geoopt's ``dist`` goes through ‖(−x) ⊕ y‖ and an artanh clamped at 1 − 1e-7, which saturates
     at 2·artanh(1 − 1e-7)/√c ≈ 16.8/√c; the closed form stays exact near the boundary and is
     cheaper (no Möbius sum). Used for the sampled pairs of :mod:`hyperr1.embeddings`.
     """
-    c = _as_c(c, x)
+    c = as_curvature(c, x)
     floor = torch.finfo(x.dtype).eps
     sq = (x - y).pow(2).sum(-1)
     # guard: conformal factors of points outside the ball (invalid input) stay positive
@@ -164,7 +179,11 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor) -> torch.
 
 
 def clip_features(x: torch.Tensor, r: float | None) -> torch.Tensor:
-    """Feature clipping x · min(1, r/‖x‖) (Guo et al. 2022, eq. 7); ``r=None`` is the identity.
+    r"""Feature clipping (Guo et al. 2022, eq. 7); ``r=None`` is the identity:
+
+    .. math::
+
+        \operatorname{clip}_r(x) = \min\Big(1, \frac{r}{\lVert x\rVert}\Big)\, x.
 
     Applied to Euclidean features before ``expmap0`` it keeps points away from the boundary, where
     the hyperbolic gradient vanishes, and makes huge inputs harmless.
@@ -183,13 +202,19 @@ def clip_features(x: torch.Tensor, r: float | None) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pair_factors(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors A (N×(d+2)), B (M×(d+2)) with (A Bᵀ)_ij = w_ij = c‖x_i − y_j‖² / ((1−c‖x_i‖²)(1−c‖y_j‖²)).
+def pair_factors(x: torch.Tensor, y: torch.Tensor, *, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Factors A (N×(d+2)), B (M×(d+2)) with (A Bᵀ)_ij = w_ij, the argument of the distance:
+
+    .. math::
+
+        w_{ij} = \frac{c\,\lVert x_i - y_j\rVert^2}{(1 - c\lVert x_i\rVert^2)(1 - c\lVert y_j\rVert^2)},
+        \qquad d_c(x_i, y_j) = \frac{1}{\sqrt{c}} \operatorname{arcosh}(1 + 2 w_{ij}).
 
     ‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x, y⟩, so appending the squared norm and a column of ones turns
     the numerator into one matrix product, and the conformal factors scale rows of each side.
+    ``c`` is the curvature parameter as a tensor (see :func:`as_curvature`; not checked here).
     """
-    return _left_factor(x, c), _right_factor(y, c)
+    return left_factor(x, c=c), right_factor(y, c=c)
 
 
 # guard (both factors): points from outside the ball (or exactly on its boundary) would flip the
@@ -197,251 +222,39 @@ def _pair_factors(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[to
 # only acts on invalid input, where it yields a large but finite distance.
 
 
-def _left_factor(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """A = [x, ‖x‖², 1] · c / (1 − c‖x‖²), (N, d+2)."""
+def left_factor(x: torch.Tensor, *, c: torch.Tensor) -> torch.Tensor:
+    """A = [x, ‖x‖², 1] · c / (1 − c‖x‖²), (N, d+2): the left factor of :func:`pair_factors`."""
     x2 = x.pow(2).sum(-1, keepdim=True)  # (N, 1)
     ux = c / (1 - c * x2).clamp_min(torch.finfo(x.dtype).eps)  # (N, 1)
     return torch.cat([x, x2, torch.ones_like(x2)], dim=-1) * ux
 
 
-def _right_factor(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """B = [−2y, 1, ‖y‖²] / (1 − c‖y‖²), (M, d+2)."""
+def right_factor(y: torch.Tensor, *, c: torch.Tensor) -> torch.Tensor:
+    """B = [−2y, 1, ‖y‖²] / (1 − c‖y‖²), (M, d+2): the right factor of :func:`pair_factors`."""
     y2 = y.pow(2).sum(-1, keepdim=True)  # (M, 1)
     vy = 1 / (1 - c * y2).clamp_min(torch.finfo(y.dtype).eps)  # (M, 1)
     return torch.cat([-2 * y, torch.ones_like(y2), y2], dim=-1) * vy
 
 
-KERNELS = ("auto", "eager", "native")
-"""Kernels of :func:`distance_logits`: ``"eager"`` (PyTorch ops, any device and dtype), ``"native"``
-(:mod:`hyperr1.native`, fused C loops for float32 on the CPU), ``"auto"`` (native where it applies
-and builds, else eager, with a one-time warning when a float32 CPU call cannot get it)."""
-
-_ROOT_FLOOR = math.sqrt(torch.finfo(torch.float32).eps)
-
-
-def _resolve_kernel(kernel: str, x: torch.Tensor) -> str:
-    """``"eager"`` or ``"native"`` for tensors like ``x``; errors name what ``kernel`` needs."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; known: {list(KERNELS)}")
-    if kernel == "native":
-        if not native.supports(x):
-            raise ValueError(
-                f"kernel='native' runs float32 tensors on the CPU, got {x.dtype} on {x.device}; "
-                "use kernel='eager' or 'auto'"
-            )
-        native.library(x.shape[-1])  # raises NativeUnavailable with the compiler's message
-        return "native"
-    if kernel == "auto" and native.supports(x) and _native_builds(x.shape[-1]):
-        return "native"
-    return "eager"
-
-
-@functools.cache
-def _native_builds(dim: int) -> bool:
-    try:
-        native.library(dim)
-    except native.NativeUnavailable as e:
-        warnings.warn(
-            f"hyperr1: the native distance kernel is unavailable, using the eager one (slower): {e}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return False
-    return True
-
-
-class DistanceLogits:
-    """Inference-only α · d_c(x, p_j) + b_j against fixed points p (e.g. a head's prototypes while
-    sampling): whatever depends only on p is prepared once (for the eager kernel the factor B,
-    stored transposed and contiguous), so each call costs one matrix product and one in-place
-    elementwise pass, or one native call; values agree with :func:`distance_logits` (same kernel)
-    to float rounding."""
-
-    def __init__(self, y: torch.Tensor, *, c, alpha=1.0, bias: torch.Tensor | None = None, kernel: str = "auto"):
-        self.kernel = _resolve_kernel(kernel, y)
-        self.c = _as_c(c, y).detach()
-        self.alpha = (torch.as_tensor(alpha, dtype=y.dtype, device=y.device) / self.c.sqrt()).detach()
-        self.bias = None if bias is None else bias.detach()
-        if self.kernel == "native":
-            self.y = y.detach().contiguous()
-            self._native_args = (float(self.c), _bias_or_zeros(self.bias, y.shape[0]), float(self.alpha))
-        else:
-            self.b_t = _right_factor(y.detach(), self.c).T.contiguous()  # (d+2, M): contiguous is faster
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) → (N, M)
-        if self.kernel == "native":
-            return native.distance_forward(x.contiguous(), self.y, *self._native_args)
-        return _arcosh_affine_inplace(_left_factor(x, self.c) @ self.b_t, self.alpha, self.bias)
-
-
-def _acosh_1_plus_2w_(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(acosh(1 + 2w), √(w + w²)), the first in w's own buffer: acosh(1 + 2w) = log1p(2(w + √(w + w²)))."""
-    # guard: w = c‖x−y‖²λ… ≥ 0 mathematically; cancellation in ‖x‖²+‖y‖²−2⟨x,y⟩ can make it
-    # slightly negative, and √(w + w²) of a negative w is NaN.
-    w.clamp_min_(0)
-    root = torch.mul(w, w).add_(w).sqrt_()  # √(w + w²), (N, M)
-    return w.add_(root).mul_(2).log1p_(), root
-
-
-def _arcosh_affine_inplace(w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """α · acosh(1 + 2w) + b computed in place on w, for inference (nothing kept for backward);
-    bit for bit the values of :class:`_ArcoshAffine`."""
-    d, _ = _acosh_1_plus_2w_(w)
-    return d.mul_(alpha) if bias is None else torch.addcmul(bias, d, alpha)
-
-
-def _arcosh_affine_eager(
-    w: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(α·acosh(1 + 2w) + b, acosh(1 + 2w), max(√(w + w²), √ε)), overwriting w with the middle one:
-    three N×M buffers in all (w, the root and the output) where out-of-place ops would take nine."""
-    d, root = _acosh_1_plus_2w_(w)
-    out = d * alpha if bias is None else torch.addcmul(bias, d, alpha)
-    # guard: at w → 0 (x = y) the derivative 1/√(w+w²) diverges while ∂w/∂x → 0; below the
-    # float resolution of w their product is rounding noise, so cap the derivative at 1/√ε.
-    return out, d, root.clamp_min_(math.sqrt(torch.finfo(w.dtype).eps))
-
-
-def _bias_or_zeros(bias: torch.Tensor | None, m: int) -> torch.Tensor:
-    """The bias (M,) as the native kernels take it: contiguous, zeros for no bias."""
-    return torch.zeros(m, dtype=torch.float32) if bias is None else bias.detach().contiguous()
-
-
-class _ArcoshAffine(torch.autograd.Function):
-    """out = α · acosh(1 + 2 A Bᵀ) + bias, with a hand-written backward (eager PyTorch ops).
-
-    With w = (A Bᵀ)_ij ≥ 0: acosh(1 + 2w) = log1p(2w + 2√(w + w²)) and
-    ∂/∂w acosh(1 + 2w) = 1 / √(w + w²). Only √(w + w²) and the distances are kept for backward;
-    autograd would keep four ``N×M`` intermediates and run eight elementwise passes.
-    """
-
-    @staticmethod
-    def forward(ctx, a, b, alpha, bias):  # a: (N, k), b: (M, k), alpha: (), bias: (M,) or None
-        out, d, root = _arcosh_affine_eager(a @ b.T, alpha, bias)
-        ctx.save_for_backward(a, b, alpha, d, root)
-        ctx.has_bias = bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # grad: (N, M)
-        a, b, alpha, d, root = ctx.saved_tensors
-        grad_a = grad_b = grad_alpha = grad_bias = None
-        if ctx.needs_input_grad[3] and ctx.has_bias:
-            grad_bias = grad.sum(0)
-        if ctx.needs_input_grad[2]:
-            grad_alpha = torch.dot(grad.reshape(-1), d.reshape(-1)).reshape(alpha.shape)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            gw = grad / root  # ∂L/∂w up to the scalar α, (N, M)
-            if ctx.needs_input_grad[0]:
-                grad_a = (gw @ b) * alpha
-            if ctx.needs_input_grad[1]:
-                grad_b = (gw.T @ a) * alpha
-        return grad_a, grad_b, grad_alpha, grad_bias
-
-
-class _NativeDistanceLogits(torch.autograd.Function):
-    """out = α · acosh(1 + 2 A Bᵀ) + bias by the fused passes of :mod:`hyperr1.native` (float32, CPU),
-    from the points x, y and c directly: the factors A, B and their backward are inside the kernel.
-
-    Nothing N×M is kept for backward besides the output (the eager kernel keeps two more
-    buffers): backward recomputes A Bᵀ row block by row block. It reads the output for
-    ∂L/∂α = Σ g·(out − b) / α, so α must not be 0 (:func:`distance_logits` routes α = 0 to the
-    eager kernel) and the output must not be modified in place before backward (autograd's
-    version check enforces that).
-    """
-
-    @staticmethod
-    def forward(ctx, x, y, c, alpha, bias):
-        alpha_value = float(alpha)
-        if alpha_value == 0.0:
-            raise ValueError("the native distance kernel's backward needs α != 0")
-        out = _native_logits(x, y, c, alpha_value, bias)
-        ctx.save_for_backward(x, y, c, alpha, bias, out)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, y, c, alpha, bias, out = ctx.saved_tensors
-        alpha_value = float(alpha)
-        grad_x, grad_y, grad_c, grad_bias, dot = native.distance_backward(
-            grad.contiguous(),
-            out,
-            x.contiguous(),
-            y.contiguous(),
-            float(c),
-            _bias_or_zeros(bias, y.shape[0]),
-            alpha_value,
-            root_floor=_ROOT_FLOOR,
-        )
-        needs = ctx.needs_input_grad
-        return (
-            grad_x,
-            grad_y,
-            _scalar_like(grad_c, c) if needs[2] else None,
-            _scalar_like(dot / alpha_value, alpha) if needs[3] else None,
-            grad_bias if bias is not None else None,
-        )
-
-
-def _native_logits(
-    x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, alpha: float, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """The native forward on tensors as autograd hands them over (any layout, bias optional)."""
-    return native.distance_forward(x.contiguous(), y.contiguous(), float(c), _bias_or_zeros(bias, y.shape[0]), alpha)
-
-
-def _scalar_like(value: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(value, dtype=like.dtype).reshape(like.shape)
-
-
-def distance_logits(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    c: float | torch.Tensor,
-    alpha: float | torch.Tensor = 1.0,
-    bias: torch.Tensor | None = None,
-    kernel: str = "auto",
-) -> torch.Tensor:
-    """α · d_c(x_i, y_j) + b_j for all pairs, in one matrix product and a hand-written backward.
-
-    ``x`` is (N, d), ``y`` is (M, d), the result (N, M). Gradients flow to x, y, c, α and b.
-    ``kernel`` picks the implementation (see :data:`KERNELS`; with gradients, α = 0 always runs
-    the eager one, whose backward does not divide by α): on the CPU the native one runs
-    forward + backward about 2.7× faster than the eager one (``benchmarks/bench_head.py``) and
-    agrees with it to float32 rounding (relative differences up to about 1e-5 for points near
-    the boundary, where the distance is ill-conditioned). See :func:`pairwise_dist` for the
-    distance.
-    """
-    if x.dim() != 2 or y.dim() != 2 or x.shape[-1] != y.shape[-1]:
-        raise ValueError(f"expected (N, d) and (M, d) tensors, got {tuple(x.shape)} and {tuple(y.shape)}")
-    kernel = _resolve_kernel(kernel, x)
-    c = _as_c(c, x)
-    # acosh(1 + 2w)/√c is the distance, so fold 1/√c into the scalar α
-    alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
-    if kernel == "native":
-        if not torch.is_grad_enabled():  # inference (sampling): no autograd
-            return _native_logits(x, y, c, float(alpha), bias)
-        if float(alpha.detach()) != 0.0:  # the native backward divides by α; α = 0 takes the eager path below
-            return _NativeDistanceLogits.apply(x, y, c, alpha, bias)
-    a, b = _pair_factors(x, y, c)
-    if not torch.is_grad_enabled():  # inference (sampling): no autograd, everything in place
-        return _arcosh_affine_inplace(a @ b.T, alpha, bias)
-    return _ArcoshAffine.apply(a, b, alpha, bias)
-
-
 def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """All-pairs Poincaré distances, (N, d) × (M, d) → (N, M).
+    r"""All-pairs Poincaré distances, (N, d) × (M, d) → (N, M).
 
-        d_c(x, y) = (1/√c) · arcosh(1 + 2c‖x − y‖² / ((1 − c‖x‖²)(1 − c‖y‖²)))
+    .. math::
+
+        d_c(x, y) = \frac{1}{\sqrt{c}} \operatorname{arcosh}\Big(1 + \frac{2c\lVert x - y\rVert^2}
+        {(1 - c\lVert x\rVert^2)(1 - c\lVert y\rVert^2)}\Big)
 
     (Nickel & Kiela 2017, eq. 1, for c = 1). The squared norm of the difference comes from one
-    matrix product (see ``_pair_factors``), so memory is O(N·M) rather than geoopt's O(N·M·d).
+    matrix product (see :func:`pair_factors`), so memory is O(N·M) rather than geoopt's O(N·M·d);
+    the elementwise part and its backward run in one of the kernels of
+    :func:`hyperr1.native.dispatch.distance_logits` (``kernel="auto"``).
     Agrees with ``geoopt.PoincareBall(c).dist`` to 1e-5 relative in float64 up to ‖x‖ = 1 − 1e-5;
     for nearly coincident points the error is absolute (about √ε of the dtype) because of the
     cancellation in ‖x‖² + ‖y‖² − 2⟨x, y⟩.
     """
+    # the kernels build on this module's factors, so they are imported here, not at the top
+    from hyperr1.native.dispatch import distance_logits
+
     return distance_logits(x, y, c=c)
 
 
@@ -451,20 +264,27 @@ def pairwise_dist(x: torch.Tensor, y: torch.Tensor, *, c: float | torch.Tensor =
 
 
 def mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | torch.Tensor) -> torch.Tensor:
-    """Hyperbolic MLR logits (Ganea et al. 2018, eq. 25), all pairs: (N, d), (K, d), (K, d) → (N, K).
+    r"""Hyperbolic MLR logits (Ganea et al. 2018, eq. 25), all pairs: (N, d), (K, d), (K, d) → (N, K).
 
-        ζ_k(x) = (λ_pₖ ‖aₖ‖ / √c) · asinh( 2√c ⟨(−pₖ) ⊕ x, aₖ⟩ / ((1 − c‖(−pₖ) ⊕ x‖²) ‖aₖ‖) )
+    .. math::
+
+        \zeta_k(x) = \frac{\lambda_{p_k} \lVert a_k\rVert}{\sqrt{c}}
+        \operatorname{arsinh}\Big(\frac{2\sqrt{c}\, \langle (-p_k) \oplus x,\, a_k\rangle}
+        {(1 - c\lVert (-p_k) \oplus x\rVert^2)\, \lVert a_k\rVert}\Big)
 
     ``p`` are the hyperplane offsets on the ball and ``a`` their normals given at the origin;
     the normal at pₖ is the parallel transport aₖ(1 − c‖pₖ‖²), so λ_pₖ‖aₖ‖ = 2‖a⁰ₖ‖.
     The Möbius sum m = (−p) ⊕ x is never materialised: with β = 1 − 2c⟨p, x⟩ + c‖x‖²,
     γ = 1 − c‖p‖², δ = 1 − 2c⟨p, x⟩ + c²‖p‖²‖x‖²,
 
-        ⟨m, â⟩ = (γ⟨x, â⟩ − β⟨p, â⟩) / δ,    ‖m‖² = ‖x − p‖² / δ,
+    .. math::
+
+        \langle m, \hat a\rangle = \frac{\gamma \langle x, \hat a\rangle - \beta \langle p, \hat a\rangle}{\delta},
+        \qquad \lVert m\rVert^2 = \frac{\lVert x - p\rVert^2}{\delta},
 
     so the cost is two (N×d)·(d×K) products.
     """
-    c = _as_c(c, x)
+    c = as_curvature(c, x)
     sqrt_c = c.sqrt()
     a_norm = a.norm(dim=-1).clamp_min(torch.finfo(a.dtype).tiny)  # guard: zero normal vector
     a_hat = a / a_norm[:, None]  # (K, d)
@@ -490,11 +310,13 @@ def mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, *, c: float | 
 
 
 def gromov_delta(distances: torch.Tensor, *, base_points: torch.Tensor | None = None) -> float:
-    """Gromov δ of a finite metric space by the four-point condition.
+    r"""Gromov δ of a finite metric space by the four-point condition.
 
     With Gromov products (x|y)_w = ½(d(x, w) + d(y, w) − d(x, y)),
 
-        δ = max_{w,x,y,z} [ min((x|z)_w, (z|y)_w) − (x|y)_w ],
+    .. math::
+
+        \delta = \max_{w,x,y,z} \big[ \min\big((x|z)_w, (z|y)_w\big) - (x|y)_w \big],
 
     the maximum over the given ``base_points`` (all points when None). For a fixed w the inner
     maximum over z is a (max, min) matrix product, computed in row chunks. Trees have δ = 0.

@@ -40,6 +40,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.bart.modeling_bart import BartModel
 
 from hyperr1 import decoding, geometry
+from hyperr1.native.dispatch import KERNELS
 from hyperr1.nn import HyperbolicDistanceHead, PoincareProjection
 
 HEADS = ("poincare", "euclidean")
@@ -77,7 +78,7 @@ class HyperR1Config(BartConfig):
     learn_curvature: bool = False  # make c a trainable parameter (shared by projection and head)
     clip_r: float | None = 2.0  # r of the feature clipping before exp₀ (Guo et al. 2022); None: off
     head_init_scale: float = 5.0  # initial s of logit_v = −s·d(z, p_v) + b_v
-    head_kernel: str = "auto"  # distance kernel of the Poincaré head (see hyperr1.geometry.KERNELS)
+    head_kernel: str = "auto"  # distance kernel of the Poincaré head (see hyperr1.native.dispatch.KERNELS)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -85,8 +86,8 @@ class HyperR1Config(BartConfig):
             raise ValueError(f"unknown head {self.head!r}; known heads: {list(HEADS)}")
         if self.head_dim < 1:
             raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
-        if self.head_kernel not in geometry.KERNELS:
-            raise ValueError(f"unknown head_kernel {self.head_kernel!r}; known: {list(geometry.KERNELS)}")
+        if self.head_kernel not in KERNELS:
+            raise ValueError(f"unknown head_kernel {self.head_kernel!r}; known: {list(KERNELS)}")
         if self.curvature <= 0:
             raise ValueError(f"curvature must be > 0, got {self.curvature}")
         for side in ("encoder", "decoder"):

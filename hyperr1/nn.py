@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from hyperr1 import geometry
+from hyperr1.native import dispatch
 
 __all__ = [
     "PoincareProjection",
@@ -34,10 +35,19 @@ def _points_near_origin(n: int, dim: int, std: float, ball: geoopt.PoincareBall)
 
 
 class PoincareProjection(nn.Module):
-    """Euclidean features → the ball: x ↦ exp₀(clip_r(W x + b)).
+    r"""Euclidean features → the ball: :math:`x \mapsto \exp_0(\operatorname{clip}_r(W x + b))`.
 
-    Feature clipping x·min(1, r/‖x‖) (Guo et al. 2022) bounds the hyperbolic norm of the output
-    by tanh(√c·r)/√c, which keeps gradients alive and makes any input finite.
+    Feature clipping x·min(1, r/‖x‖) (Guo et al. 2022) bounds the norm of the output by
+    tanh(√c·r)/√c, which keeps gradients alive and makes any input finite. The usual first layer of
+    a hyperbolic head on top of a Euclidean encoder.
+
+    Args:
+        in_features: width of the Euclidean input.
+        out_features: dimension of the ball.
+        c: curvature parameter c > 0 (ball of radius 1/√c, curvature −c).
+        clip_r: clipping radius r of the linear map's output; None: no clipping.
+        learnable_c: make c a trainable parameter.
+        ball: a ``geoopt.PoincareBall`` to share with other layers (overrides ``c``, ``learnable_c``).
     """
 
     def __init__(
@@ -63,13 +73,26 @@ class PoincareProjection(nn.Module):
 
 
 class HyperbolicDistanceHead(nn.Module):
-    """Prototype classifier on the ball: logit_k(x) = −s · d(x, p_k)^q + b_k.
+    r"""Prototype classifier on the ball: :math:`\operatorname{logit}_k(x) = -s\, d_c(x, p_k)^q + b_k`.
 
     ``p_k`` (``num_classes × dim``) is a ManifoldParameter initialised near the origin, ``s > 0``
     a learnable scale (stored as log s), ``q`` is 1 or 2 (``squared``), ``b_k`` an optional
     per-class bias. With ``q = 1`` the distance, scale and bias run in one fused kernel
-    (:func:`hyperr1.geometry.distance_logits`); ``kernel`` picks its implementation (one of
-    :data:`hyperr1.geometry.KERNELS`; ``"auto"`` takes the native C loops for float32 on the CPU).
+    (:func:`hyperr1.native.dispatch.distance_logits`); ``kernel`` picks its implementation (one of
+    :data:`hyperr1.native.dispatch.KERNELS`; ``"auto"`` takes the native C loops for float32 on the CPU).
+    Input: points on the ball (..., dim), e.g. from :class:`PoincareProjection`; output (..., K).
+
+    Args:
+        dim: dimension of the ball.
+        num_classes: K, the number of prototypes.
+        c: curvature parameter c > 0.
+        squared: q = 2 (squared distances) instead of q = 1.
+        bias: learn the per-class bias b_k.
+        init_scale: initial s.
+        init_std: standard deviation of the prototypes' initial coordinates.
+        learnable_c: make c a trainable parameter.
+        ball: a ``geoopt.PoincareBall`` to share with other layers (overrides ``c``, ``learnable_c``).
+        kernel: one of :data:`hyperr1.native.dispatch.KERNELS`.
     """
 
     def __init__(
@@ -87,8 +110,8 @@ class HyperbolicDistanceHead(nn.Module):
         kernel: str = "auto",
     ):
         super().__init__()
-        if kernel not in geometry.KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; known: {list(geometry.KERNELS)}")
+        if kernel not in dispatch.KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; known: {list(dispatch.KERNELS)}")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.ball = _make_ball(c, learnable_c, ball)
@@ -107,7 +130,7 @@ class HyperbolicDistanceHead(nn.Module):
             if self.bias is not None:
                 logits = logits + self.bias
         else:
-            logits = geometry.distance_logits(
+            logits = dispatch.distance_logits(
                 flat, self.prototypes, c=self.ball.c, alpha=-scale, bias=self.bias, kernel=self.kernel
             )
         return logits.reshape(*x.shape[:-1], -1)
@@ -122,7 +145,16 @@ class HyperbolicMLR(nn.Module):
 
     One hyperplane per class, through ``offsets`` p_k on the ball (ManifoldParameter) with normal
     ``normals`` a_k given in the tangent space at the origin; logits from
-    :func:`hyperr1.geometry.mlr_logits`.
+    :func:`hyperr1.geometry.mlr_logits` (the signed, scaled distance of x to each hyperplane).
+    Input: points on the ball (..., dim); output (..., K).
+
+    Args:
+        dim: dimension of the ball.
+        num_classes: K, the number of hyperplanes.
+        c: curvature parameter c > 0.
+        init_std: standard deviation of the offsets' initial coordinates.
+        learnable_c: make c a trainable parameter.
+        ball: a ``geoopt.PoincareBall`` to share with other layers (overrides ``c``, ``learnable_c``).
     """
 
     def __init__(
@@ -148,10 +180,20 @@ class HyperbolicMLR(nn.Module):
 
 
 class MobiusLinear(nn.Module):
-    """Möbius linear layer (Ganea et al. 2018, eq. 26–28): y = σ^⊗((M ⊗ x) ⊕ b).
+    r"""Möbius linear layer (Ganea et al. 2018, eq. 26–28): :math:`y = \sigma^{\otimes}((M \otimes x) \oplus b)`.
 
     M ⊗ x = exp₀(M log₀ x) is the Möbius matrix–vector product, b a ManifoldParameter bias, and
     the nonlinearity is applied in the tangent space at the origin: σ^⊗(y) = exp₀(σ(log₀ y)).
+    Input and output are points on the ball.
+
+    Args:
+        in_features: dimension of the input ball.
+        out_features: dimension of the output ball.
+        c: curvature parameter c > 0.
+        bias: learn the Möbius bias b.
+        nonlinearity: σ, e.g. ``nn.Tanh()``; None: none.
+        learnable_c: make c a trainable parameter.
+        ball: a ``geoopt.PoincareBall`` to share with other layers (overrides ``c``, ``learnable_c``).
     """
 
     def __init__(
@@ -185,6 +227,14 @@ class PoincareEmbedding(nn.Module):
     """An embedding table on the ball, initialised uniformly in [−init, init]^dim (Nickel & Kiela 2017).
 
     Train it with :func:`hyperr1.optim.riemannian_optimizer`; ``forward(ids)`` gathers rows.
+
+    Args:
+        num_embeddings: rows of the table.
+        dim: dimension of the ball.
+        c: curvature parameter c > 0.
+        init: half-width of the uniform initialisation.
+        learnable_c: make c a trainable parameter.
+        ball: a ``geoopt.PoincareBall`` to share with other layers (overrides ``c``, ``learnable_c``).
     """
 
     def __init__(

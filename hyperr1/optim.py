@@ -14,9 +14,10 @@ from collections.abc import Iterable
 import geoopt
 import torch
 
-__all__ = ["split_parameters", "riemannian_optimizer"]
+__all__ = ["OPTIMIZERS", "split_parameters", "riemannian_optimizer"]
 
 OPTIMIZERS = {"adam": geoopt.optim.RiemannianAdam, "sgd": geoopt.optim.RiemannianSGD}
+"""The optimizers :func:`riemannian_optimizer` builds, by ``name``."""
 
 
 def split_parameters(

@@ -499,3 +499,28 @@ def composite_reward(weights: RewardWeights | dict | None = None, hierarchy: Hie
 
     reward.__name__ = reward.__qualname__ = "composite_reward"
     return reward
+
+
+__all__ = [
+    "accuracy_reward",
+    "chain_is_valid",
+    "completion_text",
+    "composite_reward",
+    "defined_rewards",
+    "faithfulness",
+    "format_reward",
+    "good_retractions",
+    "is_correct",
+    "make_faithfulness_reward",
+    "parse_completion",
+    "ParsedCompletion",
+    "Reward",
+    "reward_functions",
+    "RewardFn",
+    "REWARDS",
+    "RewardScores",
+    "RewardWeights",
+    "score_completions",
+    "tag_count_reward",
+    "trl_reward",
+]

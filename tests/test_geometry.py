@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hyperr1 import geometry as G
+from hyperr1.native import dispatch as D
 
 DTYPES = [torch.float32, torch.float64]
 CURVATURES = [0.5, 1.0, 2.0]
@@ -85,7 +86,7 @@ def test_distance_logits_gradcheck_all_inputs():
     alpha = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, generator=g, dtype=torch.float64).requires_grad_()
     c = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
-    fn = lambda x, y, a, b, c: G.distance_logits(x, y, c=c, alpha=a, bias=b)  # noqa: E731
+    fn = lambda x, y, a, b, c: D.distance_logits(x, y, c=c, alpha=a, bias=b)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, y, alpha, bias, c))
 
 
@@ -270,9 +271,9 @@ def test_inference_distance_logits_are_bitwise_the_autograd_ones(dtype, bias):
     x = G.project(torch.randn(33, 5, dtype=dtype, generator=g), c=1.5)
     y = G.project(torch.randn(70, 5, dtype=dtype, generator=g) * 0.4, c=1.5)
     b = torch.randn(70, dtype=dtype, generator=g) if bias else None
-    train = G.distance_logits(x, y, c=1.5, alpha=-2.0, bias=b)
+    train = D.distance_logits(x, y, c=1.5, alpha=-2.0, bias=b)
     with torch.no_grad():
-        infer = G.distance_logits(x, y, c=1.5, alpha=-2.0, bias=b)
-        fixed = G.DistanceLogits(y, c=1.5, alpha=-2.0, bias=b)(x)
+        infer = D.distance_logits(x, y, c=1.5, alpha=-2.0, bias=b)
+        fixed = D.DistanceLogits(y, c=1.5, alpha=-2.0, bias=b)(x)
     assert torch.equal(train.detach(), infer)
     torch.testing.assert_close(fixed, infer, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from hyperr1 import geometry as G
 from hyperr1 import native
+from hyperr1.native import dispatch as D
 from hyperr1.native import fit_log_poly
 from hyperr1.nn import HyperbolicDistanceHead
 
@@ -42,7 +43,7 @@ def logits_and_grads(x, y, *, c, alpha, bias, kernel, upstream):
     for t in leaves[2:]:
         if t is not None:
             t.requires_grad_()
-    out = G.distance_logits(leaves[0], leaves[1], c=leaves[2], alpha=leaves[3], bias=leaves[4], kernel=kernel)
+    out = D.distance_logits(leaves[0], leaves[1], c=leaves[2], alpha=leaves[3], bias=leaves[4], kernel=kernel)
     out.backward(upstream.to(x.dtype))
     return [out.detach()] + [None if t is None else t.grad for t in leaves]
 
@@ -112,7 +113,7 @@ def test_native_is_finite_at_the_boundary_and_for_coincident_points():
         assert torch.isfinite(t).all()
     # d(x, x) = 0 up to the float32 cancellation in ‖x‖² + ‖y‖² − 2⟨x, y⟩, which the conformal
     # factors (1 − ‖x‖²)⁻¹ ≈ 125 amplify at this boundary: about 0.1, against ~10 between other pairs
-    eager = G.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="eager")
+    eager = D.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="eager")
     assert got[0][:16, :16].diagonal().abs().max() <= 2 * eager[:16, :16].diagonal().abs().max() + 1e-3
     assert got[0][:16, :16].diagonal().abs().max() < 0.25
 
@@ -120,10 +121,10 @@ def test_native_is_finite_at_the_boundary_and_for_coincident_points():
 def test_native_inference_paths_are_bitwise_the_autograd_output():
     x, y = ball_points(50, 6, c=1.3, seed=5), ball_points(70, 6, c=1.3, seed=6)
     b = torch.randn(70)
-    train = G.distance_logits(x, y.requires_grad_(), c=1.3, alpha=-2.0, bias=b, kernel="native")
+    train = D.distance_logits(x, y.requires_grad_(), c=1.3, alpha=-2.0, bias=b, kernel="native")
     with torch.no_grad():
-        infer = G.distance_logits(x, y, c=1.3, alpha=-2.0, bias=b, kernel="native")
-        fixed = G.DistanceLogits(y, c=1.3, alpha=-2.0, bias=b, kernel="native")(x)
+        infer = D.distance_logits(x, y, c=1.3, alpha=-2.0, bias=b, kernel="native")
+        fixed = D.DistanceLogits(y, c=1.3, alpha=-2.0, bias=b, kernel="native")(x)
     assert torch.equal(train.detach(), infer)
     assert torch.equal(fixed, infer)
 
@@ -165,7 +166,7 @@ def test_head_with_native_kernel_trains_like_the_eager_head():
 def test_a_second_backward_through_retained_graph_gives_the_same_gradients():
     x = ball_points(9, 3, c=1.0, seed=10).requires_grad_()
     y = ball_points(11, 3, c=1.0, seed=11)
-    out = G.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="native")
+    out = D.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="native")
     (first,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
     (second,) = torch.autograd.grad(out.sum(), x)
     assert torch.equal(first, second)
@@ -174,19 +175,19 @@ def test_a_second_backward_through_retained_graph_gives_the_same_gradients():
 def test_native_rejects_what_it_cannot_run():
     x, y = ball_points(4, 3, c=1.0, seed=0), ball_points(5, 3, c=1.0, seed=1)
     with pytest.raises(ValueError, match="float32 tensors on the CPU"):
-        G.distance_logits(x.double(), y.double(), c=1.0, kernel="native")
+        D.distance_logits(x.double(), y.double(), c=1.0, kernel="native")
     with pytest.raises(ValueError, match="unknown kernel"):
-        G.distance_logits(x, y, c=1.0, kernel="cuda")
+        D.distance_logits(x, y, c=1.0, kernel="cuda")
     with pytest.raises(ValueError, match="y must be a contiguous float32"):
-        G.distance_logits(x, y.double(), c=1.0, kernel="native")
-    out = G.distance_logits(x, y.requires_grad_(), c=1.0, alpha=-1.0, kernel="native")
+        D.distance_logits(x, y.double(), c=1.0, kernel="native")
+    out = D.distance_logits(x, y.requires_grad_(), c=1.0, alpha=-1.0, kernel="native")
     out.mul_(2)  # the output is read by backward: autograd's version check must catch this
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
     # float64 under "auto" is the eager kernel, silently and correctly
     torch.testing.assert_close(
-        G.distance_logits(x.double(), y.detach().double(), c=1.0),
-        G.distance_logits(x.double(), y.detach().double(), c=1.0, kernel="eager"),
+        D.distance_logits(x.double(), y.detach().double(), c=1.0),
+        D.distance_logits(x.double(), y.detach().double(), c=1.0, kernel="eager"),
     )
 
 
@@ -199,7 +200,7 @@ def fresh_native(monkeypatch, tmp_path):
         native.library.cache_clear()
         native.available.cache_clear()
         native._compiler_version.cache_clear()
-        G._native_builds.cache_clear()
+        D._native_builds.cache_clear()
 
     clear()
     yield tmp_path
@@ -217,11 +218,11 @@ def test_a_failing_compiler_is_reported_and_auto_falls_back_with_a_warning(fresh
     monkeypatch.setenv("CC", fake_compiler(fresh_native, "fake compiler: no such target"))
     x, y = ball_points(4, 3, c=1.0, seed=0), ball_points(5, 3, c=1.0, seed=1)
     with pytest.raises(native.NativeUnavailable, match="fake compiler: no such target"):
-        G.distance_logits(x, y, c=1.0, kernel="native")
+        D.distance_logits(x, y, c=1.0, kernel="native")
     assert not native.available()
     with pytest.warns(RuntimeWarning, match="native distance kernel is unavailable"):
-        auto = G.distance_logits(x, y, c=1.0)
-    torch.testing.assert_close(auto, G.distance_logits(x, y, c=1.0, kernel="eager"))
+        auto = D.distance_logits(x, y, c=1.0)
+    torch.testing.assert_close(auto, D.distance_logits(x, y, c=1.0, kernel="eager"))
 
 
 def test_a_missing_compiler_is_reported(fresh_native, monkeypatch):
@@ -270,7 +271,7 @@ def test_native_distances_are_accurate_far_from_the_origin():
     radii = torch.tanh(torch.logspace(-3, math.log10(6.0), 200, dtype=torch.float64) / 2)  # d(0, r) = 2 artanh r
     y = (torch.nn.functional.one_hot(torch.zeros(200, dtype=torch.long), d) * radii[:, None]).float()
     with torch.no_grad():
-        got = G.distance_logits(x, y, c=1.0, alpha=1.0, kernel="native")[0].double()
+        got = D.distance_logits(x, y, c=1.0, alpha=1.0, kernel="native")[0].double()
     exact = 2 * torch.atanh(y.double()[:, 0])
     torch.testing.assert_close(got, exact, rtol=2e-6, atol=2e-6)
 
@@ -280,7 +281,7 @@ def test_alpha_zero_gets_its_gradient_through_the_eager_path():
     grads = []
     for kernel in ("native", "eager"):
         alpha = torch.tensor(0.0, requires_grad=True)
-        out = G.distance_logits(x, y, c=1.0, alpha=alpha, kernel=kernel)
+        out = D.distance_logits(x, y, c=1.0, alpha=alpha, kernel=kernel)
         out.sum().backward()
         grads.append(alpha.grad)
     torch.testing.assert_close(grads[0], grads[1])
@@ -291,7 +292,7 @@ def test_empty_inputs_give_empty_outputs_and_zero_gradients():
     x, y = separated_points(5, 4, 3, c=1.0, seed=13)
     for xs, ys in ((x, y[:0]), (x[:0], y)):
         xs, ys = xs.clone().requires_grad_(), ys.clone().requires_grad_()
-        out = G.distance_logits(xs, ys, c=1.0, alpha=-1.0, bias=torch.zeros(len(ys)), kernel="native")
+        out = D.distance_logits(xs, ys, c=1.0, alpha=-1.0, bias=torch.zeros(len(ys)), kernel="native")
         assert out.shape == (len(xs), len(ys))
         out.sum().backward()
         assert torch.equal(xs.grad, torch.zeros_like(xs)) and torch.equal(ys.grad, torch.zeros_like(ys))
@@ -302,7 +303,7 @@ def test_nan_inputs_show_up_as_nan_like_the_eager_kernel():
     x[2, 0] = float("nan")
     for kernel in ("native", "eager"):
         xs = x.clone().requires_grad_()
-        out = G.distance_logits(xs, y, c=1.0, alpha=-1.0, bias=torch.zeros(4), kernel=kernel)
+        out = D.distance_logits(xs, y, c=1.0, alpha=-1.0, bias=torch.zeros(4), kernel=kernel)
         assert torch.isnan(out[2]).all() and torch.isfinite(out[[0, 1, 3, 4]]).all(), kernel
         out.sum().backward()
         assert torch.isnan(xs.grad[2]).all(), kernel
@@ -313,10 +314,10 @@ def test_bias_free_calls_work_under_a_float64_default_dtype():
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        out = G.distance_logits(x, y, c=1.0, kernel="native")
+        out = D.distance_logits(x, y, c=1.0, kernel="native")
     finally:
         torch.set_default_dtype(default)
-    torch.testing.assert_close(out, G.distance_logits(x, y, c=1.0, kernel="eager"))
+    torch.testing.assert_close(out, D.distance_logits(x, y, c=1.0, kernel="eager"))
 
 
 def test_fewer_openmp_threads_than_requested_give_the_same_gradients():
@@ -325,13 +326,14 @@ def test_fewer_openmp_threads_than_requested_give_the_same_gradients():
     code = """
 import torch
 from hyperr1 import geometry as G
+from hyperr1.native import dispatch as D
 torch.manual_seed(0)
 torch.set_num_threads(2)
 x = G.project(torch.randn(300, 16) * 0.05, c=1.0).requires_grad_()
 for m in (1400, 700):  # the second call's scratch overlaps the partial sums the first left behind
     y = G.project(torch.randn(m, 16) * 0.05 + 0.3, c=1.0).requires_grad_()
     x.grad = None
-    G.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="native").sum().backward()
+    D.distance_logits(x, y, c=1.0, alpha=-1.0, kernel="native").sum().backward()
 torch.save((x.grad, y.grad), OUT)
 """
     results = []
@@ -373,3 +375,21 @@ def test_gradients_repeat_bit_for_bit():
     second = logits_and_grads(x, y, c=1.0, alpha=-1.3, bias=torch.zeros(700), kernel="native", upstream=upstream)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import hyperr1.native.dispatch; from hyperr1.geometry import KERNELS, DistanceLogits, distance_logits",
+        "from hyperr1.geometry import KERNELS, DistanceLogits, distance_logits; import hyperr1.native.dispatch",
+        "import hyperr1.nn",
+    ],
+)
+def test_dispatch_and_geometry_import_in_either_order(code):
+    """dispatch builds on geometry and geometry's pairwise_dist calls dispatch: neither import order
+    may trip over the cycle, and the kernel names live only in dispatch."""
+    check = "; from hyperr1 import geometry as G; from hyperr1.native import dispatch as D"
+    check += "; assert D.KERNELS and not hasattr(G, 'DistanceLogits') and not hasattr(G, 'KERNELS')"
+    check += "; import torch; x = torch.rand(3, 2) / 4; assert G.pairwise_dist(x, x).shape == (3, 3)"
+    proc = subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

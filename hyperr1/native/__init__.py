@@ -1,7 +1,7 @@
 """Fused float32 CPU kernels for the distance head, compiled from C on first use.
 
-:func:`hyperr1.geometry.distance_logits` computes α·acosh(1 + 2 w) + b over an N×M matrix, w
-being the argument of the Poincaré distance. In eager PyTorch that is a dozen small ops for the
+:func:`hyperr1.native.dispatch.distance_logits` computes α·acosh(1 + 2 w) + b over an N×M matrix,
+w being the argument of the Poincaré distance. In eager PyTorch that is a dozen small ops for the
 factors of w, a matrix product, nine elementwise passes with as many fresh N×M buffers, and two
 more products in backward: 4× the time of ``nn.Linear`` of the same shape. ``distance_kernels.c``
 does each direction in one pass over blocks of rows, factors and chain rule included, with no N×M
@@ -22,7 +22,8 @@ shared object per hash of the source, the compiler's version, the flags and the 
 compiles into a temporary file and renames it into place.
 
 :func:`available` says whether the kernels can be used; :func:`library` raises
-:class:`NativeUnavailable` with the compiler's message when they cannot.
+:class:`NativeUnavailable` with the compiler's message when they cannot. The choice between these
+kernels and the PyTorch-ops ones, and their autograd wrappers, are in :mod:`hyperr1.native.dispatch`.
 """
 
 from __future__ import annotations
@@ -39,10 +40,21 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["NativeUnavailable", "available", "library", "supports", "distance_forward", "distance_backward"]
+__all__ = [
+    "SOURCE",
+    "FLAGS",
+    "NativeUnavailable",
+    "available",
+    "library",
+    "supports",
+    "distance_forward",
+    "distance_backward",
+]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
+"""The C source of the kernels, shipped inside the package."""
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
+"""Compiler flags of every build (plus ``-DHYPERR1_K=<dim + 2>``)."""
 
 
 class NativeUnavailable(RuntimeError):
@@ -158,7 +170,7 @@ def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
         )
 
 
-_EPS = torch.finfo(torch.float32).eps  # the floor of 1 − c‖x‖², as in geometry._left_factor
+_EPS = torch.finfo(torch.float32).eps  # the floor of 1 − c‖x‖², as in geometry.left_factor
 
 
 def _shapes(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor) -> tuple[int, int, int]:
