@@ -240,6 +240,7 @@ class DistillTrainer(RunLoop):
         self.eval_splits = {
             name: [ex for ex in exs if ex.hops >= cfg.eval_min_hops] for name, exs in (eval_splits or {}).items()
         }
+        self._greedy: dict[str, torch.Tensor] = {}  # prompt → the teacher's greedy completion (T_i,)
 
     def step(self) -> dict:
         """One distillation update (the class docstring); returns its metrics row."""
@@ -253,9 +254,9 @@ class DistillTrainer(RunLoop):
                 self.model, ids, amask, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
                 generator=self.generator,
             )
-        else:  # the teacher's greedy completions
-            out = sample(self.teacher, ids, amask, max_new_tokens=cfg.max_completion_length, greedy=True)
-        tokens, mask = out.tokens, out.mask  # (B, T)
+            tokens, mask = out.tokens, out.mask  # (B, T)
+        else:  # the teacher's greedy completions (deterministic: decoded once per prompt, then cached)
+            tokens, mask = self._teacher_completions(batch, ids, amask)  # (B, T)
         length = cfg.max_completion_length
         self.model.train()
         if cfg.divergence == "seq_kd":
@@ -286,6 +287,25 @@ class DistillTrainer(RunLoop):
             "optim/grad_norm": float(grad_norm),
             "time/step_s": time.perf_counter() - t0,
         }
+
+    def _teacher_completions(self, batch, ids, amask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's greedy completions of ``batch`` (B, T) and their mask. Each prompt is decoded
+        once, alone (so its completion is a function of the prompt only, whatever batch it first
+        came in: a resumed run gets the same tokens), and cached."""
+        max_new = self.cfg.max_completion_length
+        for i, ex in enumerate(batch):
+            if ex.prompt not in self._greedy:
+                n = int(amask[i].sum())  # the prompt without its right padding
+                prompt, prompt_mask = ids[i : i + 1, :n], amask[i : i + 1, :n]
+                out = sample(self.teacher, prompt, prompt_mask, max_new_tokens=max_new, greedy=True)
+                self._greedy[ex.prompt] = out.tokens[0][out.mask[0]]
+        rows = [self._greedy[ex.prompt] for ex in batch]
+        pad = self.model.config.pad_token_id
+        tokens = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long, device=ids.device)
+        mask = torch.zeros(tokens.shape, dtype=torch.bool, device=ids.device)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)], mask[i, : len(r)] = r, True
+        return tokens, mask
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss/total']:.3f}"}

@@ -167,3 +167,27 @@ def test_distill_errors_name_the_problem(teacher_run, tmp_path, capsys):
     assert "student.head must be 'euclidean'" in capsys.readouterr().err
     assert main([*base, *DISTILL_TINY]) == 2
     assert "--teacher" in capsys.readouterr().err
+
+
+def test_teacher_completions_do_not_depend_on_the_batch(tmp_path):
+    """Greedy teacher completions are cached per prompt and decoded alone, so a prompt gets the same
+    tokens in any batch (what makes a resumed distillation repeat the uninterrupted one)."""
+    from tiny_world import build_tiny_world
+
+    from hyperr1.decoding import encode_prompts, sample
+    from hyperr1.distill import DistillConfig, DistillTrainer
+
+    h, splits, tok, teacher, _ = build_tiny_world(sft_epochs=2)
+    student = build_policy(len(tok), head="euclidean", head_dim=4, d_model=16, encoder_ffn_dim=16, decoder_ffn_dim=16)
+    cfg = DistillConfig(steps=1, prompts_per_step=4, max_completion_length=12)
+    trainer = DistillTrainer(student, teacher, tok, splits["train"], h, cfg, tmp_path, progress=False)
+    a, b = splits["train"][:3], splits["train"][2:6]
+    ids, amask = encode_prompts(tok, [ex.prompt for ex in a])
+    tok_a, mask_a = trainer._teacher_completions(a, ids, amask)
+    trainer._greedy.clear()
+    ids, amask = encode_prompts(tok, [ex.prompt for ex in b])
+    tok_b, mask_b = trainer._teacher_completions(b, ids, amask)
+    assert torch.equal(tok_a[2][mask_a[2]], tok_b[0][mask_b[0]])  # the shared prompt, in two batches
+    alone_ids, alone_mask = encode_prompts(tok, [a[0].prompt])
+    alone = sample(teacher, alone_ids, alone_mask, max_new_tokens=12, greedy=True)
+    assert torch.equal(tok_a[0][mask_a[0]], alone.tokens[0][alone.mask[0]])
