@@ -169,6 +169,13 @@ def classify(ex: TaskExample, text: str, h: Hierarchy) -> dict:
     want_starts = sorted(ex.args[:2]) if ex.task == "lca" else [ex.args[0]]
     if sorted(starts) != want_starts:
         out["category"] = "wrong chain structure"
+        out["structure_kind"] = (
+            "wrong number of chains"
+            if len(chains) != len(want_starts)
+            else "starts at a concept not in the question"
+            if not set(starts) & set(ex.args)
+            else "wrong start"
+        )
         return out
     for ci, c in enumerate(chains):
         for si in range(len(c) - 1):
@@ -254,6 +261,9 @@ def taxonomy(exs: list[TaskExample], graded: list[dict], parent_known: dict[str,
         "shares": {c: cats.get(c, 0) / n for c in CATEGORIES},
         "by_task": by_task,
         "format_kinds": dict(Counter(g["format_kind"] for g in graded if g["category"] == "format failure")),
+        "structure_kinds": dict(
+            Counter(g["structure_kind"] for g in graded if g["category"] == "wrong chain structure")
+        ),
         "first_wrong_hop": dict(sorted(Counter(g["hop"] for g in wrong).items())),
         "first_wrong_chain": dict(Counter(g["chain"] for g in wrong)),
         "wrong_kinds": dict(Counter(g["wrong_kind"] for g in wrong)),
@@ -365,6 +375,14 @@ def markdown(report: dict) -> str:
             kinds = ", ".join(f"{k}: {v}" for k, v in t["wrong_kinds"].items())
             known = f"{t['wrong_step_parent_fact_known']} / {t['wrong_steps']}"
             lines.append(f"| {m} | {s} | {t['wrong_steps']} | {hop} | {kinds} | {known} |")
+    lines += ["", "Kinds of format failure and of wrong chain structure:", ""]
+    lines += ["| model | set | format failures | wrong chain structures |", "| --- | --- | --- | --- |"]
+    for m in models:
+        for s in sets:
+            t = report["models"][m][s]["taxonomy"]
+            fk = ", ".join(f"{k}: {v}" for k, v in t["format_kinds"].items()) or "—"
+            sk = ", ".join(f"{k}: {v}" for k, v in t["structure_kinds"].items()) or "—"
+            lines.append(f"| {m} | {s} | {fk} | {sk} |")
     lines += ["", "Taxonomy per task (held-out splits together):", ""]
     lines += ["| model | task | " + " | ".join(CATEGORIES) + " |", "| --- | --- |" + " ---: |" * len(CATEGORIES)]
     for m in models:
