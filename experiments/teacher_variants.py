@@ -55,6 +55,20 @@ VARIANTS: dict[str, Variant] = {
         ["tasks.warm_max_hops=15", "sft.epochs=20", "grpo.lr=2e-4"],
         warm_from="warm15_e20",
     ),
+    "w15_s500": Variant(
+        "warm15_e20's warm start; GRPO for 500 steps (format is at 1.0 by step 250)",
+        ["tasks.warm_max_hops=15", "sft.epochs=20", "grpo.steps=500"],
+        warm_from="warm15_e20",
+    ),
+    "w15_lr2e4_b02": Variant(
+        "warm15_e20's warm start; GRPO η = 2e-4 and β = 0.2 (hold the policy near the warm start)",
+        ["tasks.warm_max_hops=15", "sft.epochs=20", "grpo.lr=2e-4", "grpo.beta=0.2"],
+        warm_from="warm15_e20",
+    ),
+    "teacher": Variant(
+        "the recipe end to end in one process: mammals_teacher.toml (= w15_lr2e4)",
+        config="mammals_teacher.toml",
+    ),
     "warm6_e20": Variant(
         "partial warm start, chains up to 6 hops, 20 epochs; GRPO must extend to 15",
         ["tasks.warm_max_hops=6", "sft.epochs=20"],
