@@ -243,7 +243,9 @@ def accuracy_tables(exs: list[TaskExample], graded: list[dict], max_hops: int, s
             str(k): rate([c for ex, c in zip(exs, hits, strict=True) if ex.hops == k], seed)
             for k in range(1, max_hops + 1)
         },
-        "by_task": {t: rate([c for ex, c in zip(exs, hits, strict=True) if task_label(ex) == t], seed) for t in TASK_LABELS},
+        "by_task": {
+            t: rate([c for ex, c in zip(exs, hits, strict=True) if task_label(ex) == t], seed) for t in TASK_LABELS
+        },
     }
 
 
@@ -335,20 +337,29 @@ def markdown(report: dict) -> str:
     sets = (*TEST_SPLITS, "train_sample")
     hops = range(1, report["config"]["max_hops"] + 1)
     lines = [f"# Diagnosis of `{report['run']}`", "", f"Command: `{report['command']}`", ""]
-    lines += [f"Models: " + ", ".join(f"`{m}` = `{report['model_paths'][m]}`" for m in models), ""]
+    lines += ["Models: " + ", ".join(f"`{m}` = `{report['model_paths'][m]}`" for m in models), ""]
     lines += ["## (a) Greedy accuracy per hop count (value (n))", ""]
     lines += ["| model | set | all | " + " | ".join(f"h={k}" for k in hops) + " |"]
     lines += ["| --- | --- | ---: |" + " ---: |" * len(hops)]
     for m in models:
         for s in sets:
             a = report["models"][m][s]["accuracy"]
-            lines.append(f"| {m} | {s} | {_cell(a['overall'])} | " + " | ".join(_cell(a["by_hops"][str(k)]) for k in hops) + " |")
+            lines.append(
+                f"| {m} | {s} | {_cell(a['overall'])} | " + " | ".join(_cell(a["by_hops"][str(k)]) for k in hops) + " |"
+            )
     lines += ["", "## (a) Greedy accuracy per task (value (n)) and format", ""]
-    lines += ["| model | set | " + " | ".join(TASK_LABELS) + " | format |", "| --- | --- |" + " ---: |" * (len(TASK_LABELS) + 1)]
+    lines += [
+        "| model | set | " + " | ".join(TASK_LABELS) + " | format |",
+        "| --- | --- |" + " ---: |" * (len(TASK_LABELS) + 1),
+    ]
     for m in models:
         for s in sets:
             a = report["models"][m][s]["accuracy"]
-            lines.append(f"| {m} | {s} | " + " | ".join(_cell(a["by_task"][t]) for t in TASK_LABELS) + f" | {_cell(a['format'])} |")
+            lines.append(
+                f"| {m} | {s} | "
+                + " | ".join(_cell(a["by_task"][t]) for t in TASK_LABELS)
+                + f" | {_cell(a['format'])} |"
+            )
     lines += ["", "## (b) Recall of the taught parent facts (greedy, 95% bootstrap CI)", ""]
     lines += ["| model | answer correct | held-out subjects | other subjects | think step x → parent | format |"]
     lines += ["| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -359,7 +370,10 @@ def markdown(report: dict) -> str:
             f"| {_ci(r['think_step'])} | {_ci(r['format'])} |"
         )
     lines += ["", "## (c) Error taxonomy of held-out greedy completions (share of the split)", ""]
-    lines += ["| model | set | n | " + " | ".join(CATEGORIES) + " |", "| --- | --- | ---: |" + " ---: |" * len(CATEGORIES)]
+    lines += [
+        "| model | set | n | " + " | ".join(CATEGORIES) + " |",
+        "| --- | --- | ---: |" + " ---: |" * len(CATEGORIES),
+    ]
     for m in models:
         for s in sets:
             t = report["models"][m][s]["taxonomy"]

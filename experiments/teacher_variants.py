@@ -203,7 +203,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: per variant, its overrides, size, wall time, and per-split accuracy (95% bootstrap CI)."""
     lines = [
         "| variant | what it tests | overrides | params | wall min | CPU min | warm unseen_pair | warm unseen_subject "
-        "| GRPO unseen_pair | GRPO unseen_subject | GRPO format (pair / subject) | final h_max | acc ≥ 0.80 and format ≥ 0.99 on both |",
+        "| GRPO unseen_pair | GRPO unseen_subject | GRPO format (pair / subject) | final h_max "
+        "| acc ≥ 0.80 and format ≥ 0.99 on both |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
