@@ -40,9 +40,10 @@ from pathlib import Path
 
 import torch
 
+from hyperr1.decoding import decode_completions, encode_prompts
 from hyperr1.evaluate import bootstrap_ci
 from hyperr1.hierarchy import Hierarchy, load_hierarchy
-from hyperr1.model import HyperR1ForConditionalGeneration, decode_completions, encode_prompts
+from hyperr1.model import HyperR1ForConditionalGeneration
 from hyperr1.pipeline import TrainConfig, config_from_dict
 from hyperr1.rewards import chain_is_valid, is_correct, parse_completion
 from hyperr1.sft import encode_completions

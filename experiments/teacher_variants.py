@@ -2,8 +2,11 @@
 
 Each variant is a base config plus ``section.key=value`` overrides (``hyperr1 train --set``),
 seed 0 unless the variant says otherwise. A variant runs as its own ``hyperr1 train`` process
-(one torch thread; ``OMP_NUM_THREADS=1``) into ``runs/teacher/<variant>/``; the wall time of the
-whole process (warm start, GRPO and both evaluations) is written next to it in ``wall.json``.
+(one torch thread; ``OMP_NUM_THREADS=1``) into ``runs/teacher/<variant>/``; its log and the wall
+time of the whole process (warm start, GRPO and both evaluations) are written beside the run
+directory, ``runs/teacher/<variant>.log`` and ``<variant>.wall.json`` (a run directory holds only
+what its run wrote). A variant that changes GRPO or evaluation alone reuses another variant's
+finished warm start through ``hyperr1 train --warm-start-from``.
 A variant whose run already has ``results.json`` is skipped, so the script can be stopped and
 rerun. Every finished variant becomes one line of ``results/teacher/variants.jsonl`` (overrides,
 wall seconds, warm-start and GRPO greedy accuracy per held-out split with 95% bootstrap CIs,
@@ -20,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -107,34 +109,29 @@ def run_variant(name: str, v: Variant, cfg: VariantsConfig) -> None:
     ]
     for o in v.overrides:
         cmd += ["--set", o]
-    if v.warm_from is not None:  # `--resume` with a finished warm start and no GRPO checkpoint: GRPO from scratch
-        _copy_warm_start(Path(cfg.runs) / v.warm_from, run)
+    if (run / "config.json").exists():  # started before and interrupted: resume it, never restart it
         cmd.append("--resume")
+    elif v.warm_from is not None:  # the warm start depends only on data, seed, [model], [tasks], [sft]
+        cmd += ["--warm-start-from", str(Path(cfg.runs) / v.warm_from)]
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    run.mkdir(parents=True, exist_ok=True)
+    run.parent.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.perf_counter(), _children_cpu_s()
-    with open(run / "train.log", "w") as log:
+    with open(run.with_name(name + ".log"), "a") as log:
         try:
             done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=cfg.timeout_s)
             rc = done.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
-    (run / "wall.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "returncode": rc, "command": cmd}) + "\n")
+    _wall_file(run).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "returncode": rc, "command": cmd}) + "\n")
     print(f"== {name}: rc={rc}, {wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
 
 
-def _copy_warm_start(src: Path, run: Path) -> None:
-    """Copy a finished warm start (model, metrics, its evaluation) from ``src`` into ``run``.
-
-    The warm start depends only on the seed and the [model]/[tasks]/[sft] tables, so a variant that
-    changes GRPO or evaluation alone can start from another variant's; its time is counted in the table."""
-    if not (src / "warm_start" / "done.json").exists():
-        raise FileNotFoundError(f"{src} has no finished warm start")
-    run.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src / "warm_start", run / "warm_start", dirs_exist_ok=True)
-    shutil.copy2(src / "eval_warm_start.json", run / "eval_warm_start.json")
+def _wall_file(run: Path) -> Path:
+    """Where a variant's timing is kept: beside its run directory (older runs kept it inside)."""
+    beside = run.with_name(run.name + ".wall.json")
+    return beside if beside.exists() or not (run / "wall.json").exists() else run / "wall.json"
 
 
 def _children_cpu_s() -> float:
@@ -152,10 +149,10 @@ def collect(cfg: VariantsConfig) -> list[dict]:
         if not (run / "results.json").exists():
             continue
         res = json.loads((run / "results.json").read_text())
-        timing = json.loads((run / "wall.json").read_text()) if (run / "wall.json").exists() else {}
+        timing = json.loads(_wall_file(run).read_text()) if _wall_file(run).exists() else {}
         wall, cpu = timing.get("wall_s"), timing.get("cpu_s")
         if v.warm_from is not None and wall is not None:  # add the reused warm start's own time (SFT loop + its eval)
-            src = json.loads((Path(cfg.runs) / v.warm_from / "wall.json").read_text())
+            src = json.loads(_wall_file(Path(cfg.runs) / v.warm_from).read_text())
             wall, cpu = wall + src["warm_start_s"], (cpu + src["warm_start_s"]) if cpu is not None else None
         row = {
             "variant": name,

@@ -145,7 +145,9 @@ def _cmd_train(args):
         if getattr(args, key) is not None:
             overrides.append(f"{key}={json.dumps(getattr(args, key))}")
     cfg = load_train_config(args.config, overrides)
-    results = run_train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    results = run_train(
+        cfg, resume=args.resume, overwrite=args.overwrite, warm_start_from=args.warm_start_from, progress=not args.quiet
+    )
     print(json.dumps(results, indent=2))
 
 
@@ -214,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
             _add_train_arguments(p)
             if name == "distill":
                 p.add_argument("--teacher", help="the teacher's run directory (runs/<name> of a finished train)")
+            else:
+                p.add_argument(
+                    "--warm-start-from",
+                    help="reuse the finished warm start of this run directory (same data, seed, model, tasks, sft)",
+                )
         else:
             add_config_arguments(p, getattr(importlib.import_module(module), cls_name))
         p.add_argument("--quiet", action="store_true", help="no progress bar")

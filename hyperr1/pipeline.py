@@ -51,7 +51,15 @@ from hyperr1.faults import crash_point
 from hyperr1.hierarchy import load_hierarchy
 from hyperr1.loop import start_mode
 from hyperr1.model import HyperR1Config, HyperR1ForConditionalGeneration, count_parameters, save_policy
-from hyperr1.runs import RunLock, open_run_directory, read_config_file, read_json, write_json
+from hyperr1.runs import (
+    RunLock,
+    config_changes,
+    open_run_directory,
+    read_config_file,
+    read_json,
+    read_record,
+    write_json,
+)
 from hyperr1.sft import SFTConfig, train_sft
 from hyperr1.splits import TEST_SPLITS, TasksConfig, build_splits
 from hyperr1.tokenizer import build_tokenizer
@@ -265,10 +273,24 @@ def headline(results: dict) -> dict:
     }
 
 
-def run_train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run the pipeline of ``cfg`` (see the module docstring); returns the results dict."""
+def run_train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    warm_start_from: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the pipeline of ``cfg`` (see the module docstring); returns the results dict.
+
+    ``warm_start_from`` names another run directory whose finished warm start this run reuses (its
+    data, seed, [model], [tasks] and [sft] must equal this config's): GRPO-only variants then skip
+    the warm start. The reuse is recorded in this run's record.
+    """
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if warm_start_from is not None and resume:
+        raise ValueError("--warm-start-from starts a new run; a resumed run already has its warm start")
     cfg.validate()
     init_distributed(cfg.device)
     rank, _ = world()
@@ -277,10 +299,39 @@ def run_train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False
     run = cfg.run_dir
     with RunLock(run) if rank == 0 else nullcontext():
         if rank == 0:
+            source = check_warm_start(Path(warm_start_from), cfg) if warm_start_from is not None else None
             modes = dict(resume=resume, overwrite=overwrite)
             open_run_directory(run, asdict(cfg), kind="train", resumable=RESUMABLE_CHANGES, **modes)
+            if source is not None:
+                adopt_warm_start(source, run)
         barrier()
-        return _run_pipeline(cfg, run, device, resume=resume, progress=progress)
+        return _run_pipeline(cfg, run, device, resume=resume or warm_start_from is not None, progress=progress)
+
+
+WARM_START_KEYS = ("data", "seed", "model", "tasks", "sft")  # what a warm start depends on
+
+
+def check_warm_start(source: Path, cfg: TrainConfig) -> Path:
+    """``source`` if it holds a finished warm start made under this config's WARM_START_KEYS."""
+    record = read_record(source)
+    if not (source / "warm_start" / "done.json").is_file():
+        raise FileNotFoundError(f"--warm-start-from: {source} has no finished warm start (warm_start/done.json)")
+    old = {k: record["config"].get(k) for k in WARM_START_KEYS}
+    new = {k: asdict(cfg).get(k) for k in WARM_START_KEYS}
+    for table in (old, new):  # where the splits are written differs between runs; it changes nothing
+        if isinstance(table.get("tasks"), dict):
+            table["tasks"] = {k: v for k, v in table["tasks"].items() if k != "out"}
+    if differ := config_changes(old, new):
+        raise ValueError(f"--warm-start-from {source}: its warm start was made with other settings: {differ}")
+    return source
+
+
+def adopt_warm_start(source: Path, run: Path) -> None:
+    """Copy the finished warm start of ``source`` into ``run`` and note it in ``run``'s record."""
+    shutil.copytree(source / "warm_start", run / "warm_start")
+    record = read_record(run)
+    record["warm_start_from"] = {"run": str(source), "meta": read_record(source)["meta"]}
+    write_json(run / "config.json", record)
 
 
 def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: bool, progress: bool) -> dict:

@@ -124,3 +124,22 @@ def test_shipped_configs_load():
     for name in ("mammals_poincare", "mammals_euclidean"):
         cfg = load_train_config(f"experiments/configs/{name}.toml")
         assert isinstance(cfg, TrainConfig) and cfg.model.head == name.split("_")[1]
+
+
+def test_warm_start_from_another_run(tiny_config, capsys):
+    cfg, run = tiny_config
+    assert main(["train", "--config", str(cfg), "--quiet", "--set", "grpo.steps=2"]) == 0
+    # a GRPO-only variant reuses the finished warm start: same weights, recorded in its run record
+    variant_args = ["--name", "variant", "--set", "grpo.steps=2", "--set", "grpo.lr=2e-4"]
+    variant_args += ["--warm-start-from", str(run)]
+    assert main(["train", "--config", str(cfg), "--quiet", *variant_args]) == 0
+    variant = run.parent / "variant"
+    for f in ("warm_start/model/model.safetensors", "warm_start/metrics.jsonl"):
+        assert (variant / f).read_bytes() == (run / f).read_bytes()
+    assert json.loads((variant / "config.json").read_text())["warm_start_from"]["run"] == str(run)
+    assert [r["step"] for r in _rows(variant / "grpo" / "metrics.jsonl")] == [1, 2]
+    capsys.readouterr()
+    # a variant whose warm start would differ is refused, naming the key
+    other_args = ["--name", "other", "--set", "sft.epochs=4", "--warm-start-from", str(run)]
+    assert main(["train", "--config", str(cfg), "--quiet", *other_args]) == 2
+    assert "sft.epochs" in capsys.readouterr().err
