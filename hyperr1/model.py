@@ -28,6 +28,7 @@ non-finite tensors and prototypes outside the ball, naming the tensor.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import geoopt
@@ -153,7 +154,8 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         """
         want_info = kwargs.pop("output_loading_info", False)
         kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below, naming the tensors and shapes
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        with _quiet_hub():  # problems are raised below; the loader's bar and report would only be noise
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         where = args[0] if args else kwargs.get("pretrained_model_name_or_path", "?")
         problems = []
         for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -294,17 +296,26 @@ class HyperR1ForConditionalGeneration(HyperR1PreTrainedModel, GenerationMixin):
         return decoding.sample(self, input_ids, attention_mask, **kwargs)
 
 
-def save_policy(model: HyperR1ForConditionalGeneration, path) -> None:
-    """``save_pretrained`` without Hugging Face's per-shard progress bar (runs save often)."""
+@contextlib.contextmanager
+def _quiet_hub():
+    """Hugging Face's progress bars and loading report off for the block (runs save and load often)."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
-        model.save_pretrained(path)
+        yield
     finally:
+        hf_logging.set_verbosity(level)
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def save_policy(model: HyperR1ForConditionalGeneration, path) -> None:
+    """``save_pretrained`` without Hugging Face's per-shard progress bar (runs save often)."""
+    with _quiet_hub():
+        model.save_pretrained(path)
 
 
 def count_parameters(model: nn.Module) -> int:
