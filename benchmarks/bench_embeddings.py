@@ -8,6 +8,13 @@ same 6,448 (node, ancestor) pairs at dim 5 and are scored by the same
     python benchmarks/bench_embeddings.py [--target 0.90] [--gensim-epochs 50] [--gensim-budget 300]
 
 Prints seconds to reach the target MAP for each and their ratio.
+
+    python benchmarks/bench_embeddings.py --step-ab wordnet:entity.n.01 [--steps 200]
+
+times one training step of the previous loop (autograd through the whole table, geoopt's dense
+``RiemannianSGD``) against :func:`hyperr1.embeddings.sparse_sgd_step` (closed-form gradients of
+the touched rows only), alternating, in CPU seconds (``time.process_time``, steadier than the
+wall clock on a shared machine) and wall seconds.
 """
 
 from __future__ import annotations
@@ -42,13 +49,58 @@ def run_gensim(h, index, *, target: float, epochs_per_round: int, budget_s: floa
     return {"seconds_to_target": seconds_to_map(history, target), "history": history}
 
 
+def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
+    from hyperr1.embeddings import make_embedding, nickel_kiela_loss, sparse_sgd_step
+    from hyperr1.optim import riemannian_optimizer
+
+    torch.set_num_threads(1)
+    h = load_hierarchy(data)
+    index = ClosureIndex.from_hierarchy(h)
+    cfg = EmbedConfig(dim=10)
+    kw = {"negatives": cfg.negatives, "manifold": "poincare", "c": 1.0}
+    times: dict[str, list[tuple[float, float]]] = {"dense": [], "sparse": []}
+    for _ in range(repeats):
+        for mode in times:
+            torch.manual_seed(0)
+            emb, gen = make_embedding(len(h), cfg), torch.Generator().manual_seed(0)
+            opt = riemannian_optimizer([emb], name="sgd", lr=cfg.lr)
+            perm = torch.randperm(index.pairs.shape[0], generator=gen)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for s in range(steps):
+                batch = index.pairs[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
+                if mode == "sparse":
+                    sparse_sgd_step(emb, batch, index, lr=cfg.lr, generator=gen, **kw)
+                else:
+                    loss = nickel_kiela_loss(emb, batch, index, generator=gen, **kw)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    loss.item()
+            times[mode].append(((time.process_time() - cpu0) / steps, (time.perf_counter() - wall0) / steps))
+    best = {m: tuple(min(t[i] for t in v) for i in range(2)) for m, v in times.items()}
+    return {
+        "data": data,
+        "nodes": len(h),
+        "pairs": int(index.pairs.shape[0]),
+        **{f"{m}_ms_per_step_cpu": 1e3 * b[0] for m, b in best.items()},
+        **{f"{m}_ms_per_step_wall": 1e3 * b[1] for m, b in best.items()},
+        "speedup_cpu": best["dense"][0] / best["sparse"][0],
+        "speedup_wall": best["dense"][1] / best["sparse"][1],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", type=float, default=0.90)
     p.add_argument("--gensim-epochs", type=int, default=20, help="gensim epochs between evaluations")
     p.add_argument("--gensim-budget", type=float, default=600.0, help="seconds before gensim is stopped")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-ab", metavar="DATA", help="time dense vs sparse training steps on DATA instead")
+    p.add_argument("--steps", type=int, default=200, help="steps per timing of --step-ab")
     args = p.parse_args()
+    if args.step_ab:
+        print(json.dumps(step_ab(args.step_ab, args.steps), indent=2))
+        return
     h = load_hierarchy("mammals")
     index = ClosureIndex.from_hierarchy(h)
 

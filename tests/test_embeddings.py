@@ -1,6 +1,7 @@
 """Poincaré embeddings: the reconstruction metric on known ranks, training, run files, CLI."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,12 +10,22 @@ from hyperr1.cli import main
 from hyperr1.embeddings import (
     ClosureIndex,
     EmbedConfig,
+    all_distances,
     load_embedding,
+    load_training_state,
+    make_embedding,
+    nickel_kiela_loss,
     reconstruction,
+    sample_negatives,
+    sampled_softmax_grad,
+    sampled_softmax_loss,
     save_embedding,
+    save_training_state,
+    sparse_sgd_step,
     train_embedding,
 )
-from hyperr1.hierarchy import Hierarchy
+from hyperr1.hierarchy import Hierarchy, load_hierarchy
+from hyperr1.optim import riemannian_optimizer
 
 
 def small_hierarchy():
@@ -133,3 +144,170 @@ def test_cli_reports_unknown_dataset_and_bad_config(tmp_path, capsys):
     assert "unknown keys ['dimm']" in capsys.readouterr().err
     assert main(["embed", "--manifold", "sphere"]) == 2
     assert "invalid EmbedConfig" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ chunked evaluation
+
+
+def sorted_reconstruction(emb, index, *, manifold, c):
+    """The previous evaluation, kept as the reference: sort every full row, read ranks off the order."""
+    n = emb.shape[0]
+    rows = torch.arange(n)
+    d = all_distances(emb, rows, manifold=manifold, c=c)
+    d[rows, rows] = math.inf
+    pos = torch.zeros_like(d, dtype=torch.bool)
+    pos[index.pairs[:, 0], index.pairs[:, 1]] = True
+    pos_sorted = pos.gather(1, d.argsort(dim=1)).double()
+    k = torch.arange(n, dtype=torch.float64)
+    j = pos_sorted.cumsum(1) - pos_sorted
+    num_pos = pos_sorted.sum(1)
+    has = num_pos > 0
+    ap = ((j + 1) / (k + 1) * pos_sorted).sum(1)[has] / num_pos[has]
+    return float(((k - j + 1) * pos_sorted).sum()) / index.pairs.shape[0], float(ap.mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("manifold", ["poincare", "euclidean"])
+def test_chunked_reconstruction_equals_the_sorted_reference(seed, manifold):
+    h = Hierarchy.random_tree(300, seed=seed)
+    index = ClosureIndex.from_hierarchy(h)
+    gen = torch.Generator().manual_seed(seed)
+    emb = (torch.rand(len(h), 4, generator=gen, dtype=torch.float64) - 0.5) * 0.9  # inside the unit ball
+    mean_rank, map_ = sorted_reconstruction(emb, index, manifold=manifold, c=1.0)
+    for chunk in (1, 7, 64, None):
+        rec = reconstruction(emb, index, manifold=manifold, c=1.0, chunk=chunk)
+        assert rec["mean_rank"] == pytest.approx(mean_rank, rel=1e-12)
+        assert rec["map"] == pytest.approx(map_, rel=1e-12)
+        assert rec["num_pairs"] == index.pairs.shape[0] and rec["num_nodes_evaluated"] == len(h) - 1
+
+
+def test_chunked_reconstruction_equals_the_reference_on_a_trained_mammal_embedding():
+    h = load_hierarchy("mammals")
+    cfg = EmbedConfig(dim=5, epochs=8, eval_every=0, burnin_epochs=2)
+    emb = train_embedding(cfg, hierarchy=h, progress=False)["embedding"]
+    index = ClosureIndex.from_hierarchy(h)
+    mean_rank, map_ = sorted_reconstruction(emb, index, manifold="poincare", c=1.0)
+    rec = reconstruction(emb, index, manifold="poincare", c=1.0, chunk_bytes=2**20)  # 28-row chunks
+    assert rec["mean_rank"] == pytest.approx(mean_rank, rel=1e-12) and rec["map"] == pytest.approx(map_, rel=1e-12)
+
+
+def test_reconstruction_on_a_sample_of_rows_is_the_mean_over_those_rows():
+    h = Hierarchy.random_tree(200, seed=3)
+    index = ClosureIndex.from_hierarchy(h)
+    emb = (torch.rand(len(h), 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) - 0.5) * 0.9
+    full = reconstruction(emb, index, manifold="poincare", c=1.0)
+    halves = [reconstruction(emb, index, manifold="poincare", c=1.0, rows=r) for r in torch.arange(200).chunk(2)]
+    assert sum(r["num_pairs"] for r in halves) == full["num_pairs"]
+    rank_sum = sum(r["mean_rank"] * r["num_pairs"] for r in halves)
+    ap_sum = sum(r["map"] * r["num_nodes_evaluated"] for r in halves)
+    assert rank_sum / full["num_pairs"] == pytest.approx(full["mean_rank"], rel=1e-12)
+    assert ap_sum / full["num_nodes_evaluated"] == pytest.approx(full["map"], rel=1e-12)
+
+
+def test_a_tie_between_an_ancestor_and_a_non_neighbour_counts_against_the_ancestor():
+    h = Hierarchy.from_edges([("b", "a"), ("c", "a")])  # b's ancestor a and non-neighbour c, both at 1
+    emb = torch.tensor([[1.0, 0], [0.0, 0], [-1.0, 0]], dtype=torch.float64)
+    rec = reconstruction(emb, ClosureIndex.from_hierarchy(h), manifold="euclidean", c=1.0)
+    assert rec["mean_rank"] == 2.0 and rec["map"] == 0.5
+
+
+# ------------------------------------------------------------------ sparse Riemannian SGD
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("manifold", ["poincare", "euclidean"])
+def test_closed_form_gradients_equal_autograd(seed, dtype, manifold):
+    gen = torch.Generator().manual_seed(seed)
+    x_u = ((torch.rand(6, 3, generator=gen) - 0.5) * 1.1).to(dtype).requires_grad_()
+    x_c = ((torch.rand(6, 5, 3, generator=gen) - 0.5) * 1.1).to(dtype).requires_grad_()
+    invalid = torch.rand(6, 4, generator=gen) < 0.3
+    c = 0.7
+    loss = sampled_softmax_loss(x_u, x_c, invalid, manifold=manifold, c=c)
+    g_u, g_c = torch.autograd.grad(loss, [x_u, x_c])
+    loss2, h_u, h_c = sampled_softmax_grad(x_u.detach(), x_c.detach(), invalid, manifold=manifold, c=c)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}
+    torch.testing.assert_close(loss2, loss.detach(), **tol)
+    torch.testing.assert_close(h_u, g_u, **tol)
+    torch.testing.assert_close(h_c, g_c, **tol)
+
+
+@pytest.mark.parametrize("manifold", ["poincare", "euclidean"])
+def test_sparse_step_equals_geoopt_dense_riemannian_sgd(manifold):
+    h = Hierarchy.random_tree(150, seed=1)
+    index = ClosureIndex.from_hierarchy(h)
+    cfg = EmbedConfig(manifold=manifold, dim=4, init=0.3)
+    torch.manual_seed(0)
+    dense, sparse = make_embedding(len(h), cfg), make_embedding(len(h), cfg)
+    sparse.data.copy_(dense.data)
+    opt = riemannian_optimizer([dense], name="sgd", lr=0.5)
+    g_dense, g_sparse = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for step in range(20):
+        batch = index.pairs[step * 16 : (step + 1) * 16]
+        loss = nickel_kiela_loss(dense, batch, index, negatives=8, manifold=manifold, c=1.0, generator=g_dense)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_s = sparse_sgd_step(
+            sparse, batch, index, lr=0.5, negatives=8, manifold=manifold, c=1.0, generator=g_sparse
+        )
+        assert loss_s == pytest.approx(loss.item(), rel=1e-12)
+    torch.testing.assert_close(sparse.data, dense.data, rtol=1e-12, atol=1e-14)
+
+
+def test_sampled_negatives_mask_exactly_the_node_and_its_ancestors():
+    h = Hierarchy.balanced_tree(2, 3)
+    index = ClosureIndex.from_hierarchy(h)
+    u = torch.arange(len(h)).repeat(20)
+    neg, invalid = sample_negatives(u, index, negatives=30, generator=torch.Generator().manual_seed(0))
+    truth = torch.tensor(
+        [
+            [i == j or h.is_a(h.nodes[i], h.nodes[j]) for j in row]
+            for i, row in zip(u.tolist(), neg.tolist(), strict=True)
+        ]
+    )
+    assert torch.equal(invalid, truth) and truth.any()
+
+
+# ------------------------------------------------------------------ budgets, samples, resume
+
+
+def test_resuming_from_a_saved_state_gives_the_uninterrupted_result(tmp_path):
+    h = Hierarchy.random_tree(120, seed=2)
+    cfg = EmbedConfig(dim=3, epochs=6, eval_every=2, eval_sample=50, burnin_epochs=2)
+    states = {}
+    full = train_embedding(cfg, hierarchy=h, progress=False, on_epoch=lambda s: states.update({s["epoch"]: s}))
+    save_training_state(tmp_path / "ckpt.safetensors", states[3])
+    state = load_training_state(tmp_path / "ckpt.safetensors")
+    assert state["epoch"] == 3 and state["history"] == states[3]["history"]
+    resumed = train_embedding(cfg, hierarchy=h, progress=False, state=state)
+    assert torch.equal(resumed["embedding"], full["embedding"])
+    strip = [{k: v for k, v in r.items() if "seconds" not in k} for r in full["history"]]
+    assert [{k: v for k, v in r.items() if "seconds" not in k} for r in resumed["history"]] == strip
+
+
+def test_adam_state_round_trips_through_a_checkpoint(tmp_path):
+    h = Hierarchy.random_tree(60, seed=4)
+    cfg = EmbedConfig(dim=3, epochs=4, eval_every=0, optimizer="adam", lr=0.01, burnin_epochs=1)
+    states = {}
+    full = train_embedding(cfg, hierarchy=h, progress=False, on_epoch=lambda s: states.update({s["epoch"]: s}))
+    save_training_state(tmp_path / "ckpt.safetensors", states[2])
+    resumed = train_embedding(
+        cfg, hierarchy=h, progress=False, state=load_training_state(tmp_path / "ckpt.safetensors")
+    )
+    assert torch.equal(resumed["embedding"], full["embedding"])
+
+
+def test_sampled_evaluations_during_training_and_a_full_one_at_the_end():
+    h = Hierarchy.random_tree(200, seed=5)
+    cfg = EmbedConfig(dim=3, epochs=5, eval_every=2, eval_sample=40, burnin_epochs=1)
+    hist = train_embedding(cfg, hierarchy=h, progress=False)["history"]
+    assert [r["epoch"] for r in hist] == [2, 4, 5] and [r["sample"] for r in hist] == [True, True, False]
+    assert hist[-1]["num_pairs"] == ClosureIndex.from_hierarchy(h).pairs.shape[0] > hist[0]["num_pairs"]
+
+
+def test_time_budget_stops_training_with_a_full_evaluation():
+    h = Hierarchy.random_tree(100, seed=6)
+    cfg = EmbedConfig(dim=3, epochs=1000, eval_every=0, max_seconds=1e-6)
+    result = train_embedding(cfg, hierarchy=h, progress=False)
+    assert result["metrics"]["epochs_run"] == 1 and result["history"][-1]["sample"] is False
