@@ -42,6 +42,7 @@ reproduce-grpo-quick: $(STAMP)
 	$(BIN)/hyperr1 train --config experiments/configs/mammals_poincare.toml $(QUICK) --quiet > /dev/null
 	$(BIN)/python figures/fig_grpo_curves.py runs/quick_poincare/grpo/metrics.jsonl \
 		--out figures/grpo_curves_quick.png --title "GRPO, quick profile (10 warm-start epochs, 200 steps)"
+	$(BIN)/hyperr1 viz --input runs/quick_poincare --data mammals --out figures/poincare_policy --quiet > /dev/null
 
 ## a quick distillation of the quick teacher into the 7.9%-size Euclidean student
 reproduce-distill-quick: $(STAMP)

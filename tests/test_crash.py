@@ -17,40 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from tiny_world import TINY_TOML
 
 from hyperr1 import faults
 from hyperr1.hierarchy import Hierarchy
 
-TINY = """
-name = "tiny"
-out = "runs"
-seed = 0
-[model]
-d_model = 32
-ffn_dim = 64
-head_dim = 4
-[tasks]
-n_train_is_a = 100
-n_train_ancestor_k = 50
-n_train_lca = 50
-n_test = 20
-[sft]
-epochs = 2
-batch_size = 32
-lr = 1e-2
-eval_every = 1
-[grpo]
-steps = 4
-prompts_per_step = 4
-num_generations = 4
-max_completion_length = 24
-eval_every = 2
-eval_examples = 8
-checkpoint_every = 1
-[eval]
-k = 2
-n_resamples = 50
-"""
+# the tiny world of tiny_world.TINY_TOML, with an evaluation every warm-start epoch and a checkpoint
+# every step, so that every crash point is reached; out is relative so all runs share one config
+OVERRIDES = ["--out", "runs", "--set", "sft.epochs=2", "--set", "sft.eval_every=1", "--set", "grpo.checkpoint_every=1"]
 
 # (point, n): the n-th time the point is reached in a fresh run. Spread over the whole run: the
 # warm start, its evaluation, every phase of the step-0..4 checkpoint writes, between steps, the
@@ -92,7 +66,7 @@ def _child(workdir: str, config: str, spec: str, resume: bool) -> None:
     os.dup2(fd, 2)
     from hyperr1.cli import main
 
-    args = ["train", "--config", config, "--quiet"] + (["--resume"] if resume else [])
+    args = ["train", "--config", config, "--quiet", *OVERRIDES] + (["--resume"] if resume else [])
     os._exit(main(args))
 
 
@@ -132,7 +106,7 @@ def test_every_kill_point_resumes_to_the_uninterrupted_run(server, tmp_path):
     tsv = tmp_path / "tree.tsv"
     Hierarchy.balanced_tree(3, 3).to_tsv(tsv)
     config = tmp_path / "tiny.toml"
-    config.write_text(f'data = "{tsv}"\n' + TINY)
+    config.write_text(f'data = "{tsv}"\n' + TINY_TOML)
     assert {p for p, _ in KILLS} == set(faults.POINTS)  # every crash point is exercised
 
     ref = tmp_path / "reference"
