@@ -47,8 +47,8 @@ reproduce-grpo-quick: $(STAMP)
 ## a quick distillation of the quick teacher into the 7.9%-size Euclidean student
 reproduce-distill-quick: $(STAMP)
 	$(BIN)/hyperr1 distill --teacher runs/quick_poincare --config experiments/configs/distill_mammals.toml \
-		--name quick_distill --overwrite --set distill.steps=100 --set distill.eval_every=50 \
-		--set distill.checkpoint_every=50 --quiet > /dev/null
+		--name quick_distill --overwrite --set distill.steps=200 --set distill.lam=0 --set distill.lr=1e-2 \
+		--set distill.eval_every=100 --set distill.checkpoint_every=100 --quiet > /dev/null
 
 reproduce-heads: $(STAMP)
 	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 0 --threads 1 & \
