@@ -43,12 +43,9 @@ import torch
 from hyperr1 import geometry
 from hyperr1.disk import (
     distance_rank_correlation,
-    einstein_midpoint,
     geodesic_arc,
-    geodesic_circle,
     recenter,
     select_labels,
-    tangent_log0,
     tangent_pca,
     tree_distance_correlation,
 )
@@ -60,15 +57,6 @@ from matplotlib.collections import LineCollection  # noqa: E402
 
 __all__ = [
     "VizConfig",
-    "geodesic_circle",
-    "geodesic_arc",
-    "recenter",
-    "einstein_midpoint",
-    "tangent_log0",
-    "tangent_pca",
-    "distance_rank_correlation",
-    "tree_distance_correlation",
-    "select_labels",
     "Panel",
     "to_panel",
     "load_panels",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_world import SMALL_MODEL
 
-from hyperr1 import geometry, viz
+from hyperr1 import disk, geometry, viz
 from hyperr1.cli import main as cli_main
 from hyperr1.embeddings import EmbedConfig, run_embed
 from hyperr1.hierarchy import Hierarchy
@@ -38,7 +38,7 @@ def disk_points(n: int, seed: int, dtype=torch.float64, *, dim: int = 2, max_nor
 @pytest.mark.parametrize("c", [1.0, 0.5, 2.0])
 def test_geodesic_circle_is_orthogonal_to_the_boundary_and_passes_through_both_points(seed, dtype, c):
     u, v = disk_points(64, seed, dtype) / c**0.5, disk_points(64, seed + 100, dtype) / c**0.5
-    m, r = viz.geodesic_circle(u, v, c=c)
+    m, r = disk.geodesic_circle(u, v, c=c)
     tol = TOL[dtype] * 100 if dtype == torch.float32 else TOL[dtype]
     ok = torch.isfinite(r) & (r < 1e3)  # huge circles (nearly collinear pairs) lose float32 digits
     rel = lambda a, b: ((a - b).abs() / b.abs().clamp_min(1))[ok]  # noqa: E731
@@ -52,9 +52,9 @@ def test_geodesic_circle_is_orthogonal_to_the_boundary_and_passes_through_both_p
 def test_geodesic_through_the_origin_is_a_straight_segment():
     u = torch.tensor([[0.3, 0.4], [0.0, 0.0], [0.5, 0.0]], dtype=torch.float64)
     v = torch.tensor([[-0.6, -0.8], [0.2, -0.7], [0.9, 0.0]], dtype=torch.float64)
-    m, r = viz.geodesic_circle(u, v)
+    m, r = disk.geodesic_circle(u, v)
     assert torch.isinf(r).all() and torch.isnan(m).all()
-    arc = viz.geodesic_arc(u, v, num=5)
+    arc = disk.geodesic_arc(u, v, num=5)
     t = torch.linspace(0, 1, 5, dtype=torch.float64)[:, None]
     torch.testing.assert_close(arc, u[:, None] + t * (v - u)[:, None])
 
@@ -63,7 +63,7 @@ def test_geodesic_through_the_origin_is_a_straight_segment():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_geodesic_arc_runs_from_u_to_v_along_the_geodesic(seed, dtype):
     u, v = disk_points(50, seed, dtype), disk_points(50, seed + 7, dtype)
-    arc = viz.geodesic_arc(u, v, num=17).double()  # (50, 17, 2)
+    arc = disk.geodesic_arc(u, v, num=17).double()  # (50, 17, 2)
     u, v = u.double(), v.double()
     tol = 1e-4 if dtype == torch.float32 else 1e-7
     torch.testing.assert_close(arc[:, 0], u, atol=tol, rtol=0)
@@ -79,7 +79,7 @@ def test_geodesic_arc_near_the_rim_stays_inside_the_disk():
     # two leaves of a trained 2-d embedding sit within 1e-7 of the boundary
     ang = torch.tensor([0.3, 0.31, 2.0], dtype=torch.float64)
     pts = (1 - 1e-7) * torch.stack([ang.cos(), ang.sin()], -1)
-    arc = viz.geodesic_arc(pts[[0, 0]], pts[[1, 2]], num=64)
+    arc = disk.geodesic_arc(pts[[0, 0]], pts[[1, 2]], num=64)
     assert arc.norm(dim=-1).max() < 1
 
 
@@ -92,20 +92,20 @@ def test_geodesic_arc_near_the_rim_stays_inside_the_disk():
 def test_recenter_moves_a_to_the_origin_and_keeps_distances(seed, dtype, dim):
     x = disk_points(40, seed, dtype, dim=dim)
     a = x[3]
-    y = viz.recenter(x, a)
+    y = disk.recenter(x, a)
     assert y[3].norm() < TOL[dtype]
     d_before = geometry.dist(x[:, None], x[None], c=1.0)
     d_after = geometry.dist(y[:, None], y[None], c=1.0)
     off = ~torch.eye(40, dtype=torch.bool)
     rel = ((d_after - d_before).abs() / d_before.clamp_min(1e-3))[off]
     assert rel.max() < (1e-3 if dtype == torch.float32 else 1e-8)
-    torch.testing.assert_close(viz.recenter(y, -a), x, atol=TOL[dtype] * 10, rtol=0)  # left cancellation
+    torch.testing.assert_close(disk.recenter(y, -a), x, atol=TOL[dtype] * 10, rtol=0)  # left cancellation
 
 
 def test_recenter_follows_curvature():
     c = 2.0
     x = disk_points(20, 0) / c**0.5
-    y = viz.recenter(x, x[5], c=c)
+    y = disk.recenter(x, x[5], c=c)
     assert y[5].norm() < 1e-12
     torch.testing.assert_close(geometry.dist(y[0], y[1], c=c), geometry.dist(x[0], x[1], c=c))
 
@@ -116,7 +116,7 @@ def test_recenter_follows_curvature():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_einstein_midpoint_of_two_points_is_the_geodesic_midpoint(seed):
     x = disk_points(2, seed)
-    m = viz.einstein_midpoint(x)
+    m = disk.einstein_midpoint(x)
     d = geometry.dist(x[0], x[1], c=1.0)
     torch.testing.assert_close(geometry.dist(m, x[0], c=1.0), d / 2)
     torch.testing.assert_close(geometry.dist(m, x[1], c=1.0), d / 2)
@@ -126,27 +126,27 @@ def test_einstein_midpoint_of_two_points_is_the_geodesic_midpoint(seed):
 def test_einstein_midpoint_is_covariant_under_mobius_translations(seed):
     x = disk_points(30, seed, dim=4)
     a = disk_points(1, seed + 50, dim=4)[0] * 0.7
-    lhs = viz.einstein_midpoint(viz.recenter(x, a))
-    rhs = viz.recenter(viz.einstein_midpoint(x)[None], a)[0]
+    lhs = disk.einstein_midpoint(disk.recenter(x, a))
+    rhs = disk.recenter(disk.einstein_midpoint(x)[None], a)[0]
     torch.testing.assert_close(lhs, rhs)
 
 
 def test_tangent_log0_matches_logmap0_and_stays_exact_at_the_rim():
     x = disk_points(30, 0, dim=3)
-    torch.testing.assert_close(viz.tangent_log0(x), geometry.logmap0(x, c=1.0))
+    torch.testing.assert_close(disk.tangent_log0(x), geometry.logmap0(x, c=1.0))
     rim = torch.tensor([[1 - 1e-10, 0.0]], dtype=torch.float64)
-    assert viz.tangent_log0(rim).norm() == pytest.approx(0.5 * math.log((2 - 1e-10) / 1e-10), rel=1e-6)
+    assert disk.tangent_log0(rim).norm() == pytest.approx(0.5 * math.log((2 - 1e-10) / 1e-10), rel=1e-6)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_projection_of_a_2d_embedding_is_an_isometry(seed):
     x = disk_points(60, seed, max_norm=0.999)
-    y, info = viz.tangent_pca(x)
+    y, info = disk.tangent_pca(x)
     assert info["explained"] == pytest.approx(1.0)
     d_x = geometry.dist(x[:, None], x[None], c=1.0)
     d_y = geometry.dist(y[:, None], y[None], c=1.0)
     torch.testing.assert_close(d_y, d_x, atol=1e-7, rtol=1e-7)
-    assert viz.distance_rank_correlation(x, y, seed=seed) == pytest.approx(1.0)
+    assert disk.distance_rank_correlation(x, y, seed=seed) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -155,7 +155,7 @@ def test_projection_of_points_on_a_geodesic_plane_is_an_isometry(seed):
     flat = disk_points(50, seed)
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     x = torch.cat([flat, torch.zeros(50, 3, dtype=torch.float64)], dim=1) @ q.T
-    y, info = viz.tangent_pca(x)
+    y, info = disk.tangent_pca(x)
     assert info["explained"] == pytest.approx(1.0)
     d_x = geometry.dist(x[:, None], x[None], c=1.0)
     d_y = geometry.dist(y[:, None], y[None], c=1.0)
@@ -164,10 +164,10 @@ def test_projection_of_points_on_a_geodesic_plane_is_an_isometry(seed):
 
 def test_projection_of_a_5d_cloud_distorts_and_says_so():
     x = disk_points(200, 0, dim=5)
-    y, info = viz.tangent_pca(x)
+    y, info = disk.tangent_pca(x)
     assert y.shape == (200, 2) and y.norm(dim=-1).max() < 1
     assert 0 < info["explained"] < 1
-    rho = viz.distance_rank_correlation(x, y, num_pairs=5000)
+    rho = disk.distance_rank_correlation(x, y, num_pairs=5000)
     assert 0 < rho < 0.99
 
 
@@ -185,9 +185,9 @@ def test_tree_distance_correlation_prefers_a_tree_shaped_layout():
         pts.append([r * math.cos(lo + width / 2), r * math.sin(lo + width / 2)])
     x = torch.tensor(pts, dtype=torch.float64)
     shuffled = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))]
-    good = viz.tree_distance_correlation(x, h)
+    good = disk.tree_distance_correlation(x, h)
     assert good > 0.7
-    assert good > viz.tree_distance_correlation(shuffled, h) + 0.4
+    assert good > disk.tree_distance_correlation(shuffled, h) + 0.4
 
 
 # ------------------------------------------------------------------ labels
@@ -198,7 +198,8 @@ def test_selected_labels_never_overlap(seed):
     gen = torch.Generator().manual_seed(seed)
     pts = disk_points(400, seed)
     texts = ["x" * int(n) for n in torch.randint(2, 20, (400,), generator=gen)]
-    chosen = viz.select_labels(pts, texts, list(range(400)), max_labels=60, char_width=0.012, height=0.03, offset=0.006)
+    sizes = dict(max_labels=60, char_width=0.012, height=0.03, offset=0.006)
+    chosen = disk.select_labels(pts, texts, list(range(400)), **sizes)
     assert 10 < len(chosen) <= 60
     boxes = [b for _, b, _ in chosen]
     for i in range(len(boxes)):
@@ -350,11 +351,11 @@ def test_plot_poincare_disk_keeps_its_signature(tree, tmp_path):
 
 def test_tangent_pca_fitted_to_all_rows_is_the_plain_fit():
     x = disk_points(80, 3, dim=6)
-    y, info = viz.tangent_pca(x)
-    y_all, info_all = viz.tangent_pca(x, fit=torch.arange(80))
+    y, info = disk.tangent_pca(x)
+    y_all, info_all = disk.tangent_pca(x, fit=torch.arange(80))
     torch.testing.assert_close(y_all, y)
     assert info_all["explained"] == pytest.approx(info["explained"])
     sub = torch.arange(20)
-    y_sub, _ = viz.tangent_pca(x, center=x[0], fit=sub)  # any tangent point, any subset: still on the disk
+    y_sub, _ = disk.tangent_pca(x, center=x[0], fit=sub)  # any tangent point, any subset: still on the disk
     assert y_sub.shape == (80, 2) and y_sub.norm(dim=-1).max() < 1
     assert y_sub[0].norm() < 1e-12  # the tangent point lands on the origin
