@@ -14,8 +14,19 @@ writes ``runs/<name>/`` like ``hyperr1 train``::
 
 The teacher's run record gives the hierarchy, the task splits and the tokenizer, so the student sees
 exactly the teacher's world. Distillation prompts are a *seen* share (``prompt_share``) of the
-teacher's training queries; the evaluation sets are the held-out splits (hops ≥ ``eval_min_hops``)
-and, for the benchmark-bias gap, held-out-hop queries from the seen and the unseen share.
+teacher's training queries. For the benchmark-bias table the evaluation sets are (all with hops ≥
+``eval_min_hops``):
+
+    distill_seen          training queries that are distillation prompts              (a)
+    distill_unseen        training queries of the other share, same concepts          (b)
+    test_unseen_pair /    the held-out splits (unseen pairs; held-out subjects)        (c)
+    test_unseen_subject
+    distill_subtree       queries about a held-out subtree (``bias_subtree``): no      (d)
+                          distillation prompt names any of its concepts
+
+and results.json holds each gap (seen − other) for the teacher and the student, and the student's
+mean token confidence (the probability of each token it emits greedily) per set: a student whose
+accuracy falls much further than the teacher's from (a) to (d), or whose confidence does, memorises.
 A missing or unfinished teacher, a Euclidean teacher, a student above ``max_param_ratio`` of the
 teacher's parameters, or a tokenizer that is not the teacher's is an error naming the problem.
 """
@@ -28,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from hyperr1.decoding import TextPolicy
+from hyperr1.decoding import TextPolicy, encode_prompts, sample
 from hyperr1.distill import INITS, DistillConfig, DistillTrainer, init_student_from_teacher
 from hyperr1.evaluate import EvalConfig, evaluate, write_results
 from hyperr1.hierarchy import load_hierarchy
@@ -66,7 +77,8 @@ class DistillRunConfig:
     init: str = "logmap"  # student initialisation: "logmap" (from the teacher, see hyperr1.distill) | "random"
     max_param_ratio: float = 0.1  # the student may have at most this share of the teacher's parameters
     prompt_share: float = 0.5  # share of the teacher's training queries used as distillation prompts
-    bias_examples: int = 300  # seen / unseen training queries (hops >= eval_min_hops) in the bias evaluation
+    bias_examples: int = 300  # seen / unseen / subtree queries (hops >= eval_min_hops) in the bias evaluation
+    bias_subtree: str = "auto"  # root of the held-out subtree ("auto": the one nearest 5% of the concepts; "": none)
     eval_min_hops: int = 3  # held-out evaluation on queries with at least this many hops
     device: str = "cpu"  # "cpu" or "cuda"
     student: ModelConfig = field(default_factory=_tiny_student)
@@ -126,10 +138,9 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
     if build_tokenizer(h).get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"the tokenizer of {cfg.teacher}/policy is not the one of its hierarchy {tcfg.data!r}")
     splits, _ = build_splits(h, tcfg.tasks)
-    train = list(splits["train"])
-    random.Random(cfg.seed).shuffle(train)
-    n_seen = int(cfg.prompt_share * len(train))
-    seen, unseen = train[:n_seen], train[n_seen:]
+    root = held_out_subtree(h, cfg.bias_subtree)
+    inside = h.descendants(root) | {root} if root else set()
+    seen, unseen, subtree = prompt_pools(splits["train"], inside, cfg.prompt_share, cfg.seed)
 
     torch.manual_seed(cfg.seed)
     student = HyperR1ForConditionalGeneration(cfg.student.hf_config(len(tokenizer))).to(device)
@@ -144,14 +155,22 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
 
     cfg.distill.eval_min_hops, cfg.distill.seed = cfg.eval_min_hops, cfg.seed
     run = cfg.run_dir
-    evals = _evaluation_sets(splits, seen, unseen, cfg)
+    evals = _evaluation_sets(splits, seen, unseen, subtree, cfg)
     with RunLock(run):
         config = {**asdict(cfg), "teacher_record": read_record(cfg.teacher)["meta"]}
         modes = dict(resume=resume, overwrite=overwrite)
         open_run_directory(run, config, kind="distill", resumable=RESUMABLE_CHANGES, **modes)
         held_out = {name: evals[name] for name in TEST_SPLITS}
         trainer = DistillTrainer(
-            student, teacher, tokenizer, seen, h, cfg.distill, run / "distill", eval_splits=held_out, config=config,
+            student,
+            teacher,
+            tokenizer,
+            seen,
+            h,
+            cfg.distill,
+            run / "distill",
+            eval_splits=held_out,
+            config=config,
             progress=progress,
         )
         trainer.train(**start_mode(trainer, resume))
@@ -167,17 +186,70 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
         write_results(student_eval, run / "eval_student.json")
         save_final_policy(student, tokenizer, run / "student")
         results = _results(cfg, teacher_eval, student_eval, n_teacher, n_student, trainer.step_count)
+        results["bias_subtree"] = {
+            "root": root,
+            "concepts": len(inside),
+            "queries": len(evals.get("distill_subtree", [])),
+        }
+        results["student_confidence"] = {
+            name: mean_token_confidence(student, tokenizer, [ex.prompt for ex in exs], length)
+            for name, exs in evals.items()
+            if name.startswith("distill_") and exs
+        }
         write_json(run / "results.json", results)
     return results
 
 
-def _evaluation_sets(splits: dict, seen: list, unseen: list, cfg: DistillRunConfig) -> dict:
-    """Held-out splits (hops ≥ eval_min_hops) and fixed subsets of the seen and unseen training queries."""
+def held_out_subtree(h, choice: str) -> str | None:
+    """The root of the bias evaluation's held-out subtree: ``choice`` itself, none for ``""``, or
+    for ``"auto"`` the concept whose subtree (itself and its descendants) is nearest 5% of the
+    hierarchy's concepts, among those with a parent (ties: the name), so any hierarchy has one."""
+    if not choice:
+        return None
+    if choice != "auto":
+        if choice not in h:
+            raise ValueError(f"bias_subtree: {choice!r} is not a concept of the hierarchy")
+        return choice
+    target = 0.05 * len(h)
+    candidates = [x for x in h if h.parents(x)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda x: (abs(len(h.descendants(x)) + 1 - target), x))
+
+
+def prompt_pools(train: list, inside: set, share: float, seed: int) -> tuple[list, list, list]:
+    """(seen, unseen, subtree) of the teacher's training queries: the queries naming no concept of
+    ``inside`` (the held-out subtree), shuffled by ``seed`` and cut at ``share`` into the
+    distillation prompts and the rest; and the queries about a concept of ``inside``."""
+    outside = [ex for ex in train if not inside.intersection(ex.args)]
+    random.Random(seed).shuffle(outside)
+    n_seen = int(share * len(outside))
+    return outside[:n_seen], outside[n_seen:], [ex for ex in train if ex.args[0] in inside]
+
+
+@torch.no_grad()
+def mean_token_confidence(model, tokenizer, prompts: list[str], max_new_tokens: int, batch: int = 128) -> float:
+    """Mean over the tokens the model emits greedily of the probability it gives them (a
+    memorisation signal: compare seen and unseen prompts)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(prompts), batch):
+        ids, amask = encode_prompts(tokenizer, prompts[i : i + batch], model.device)
+        out = sample(model, ids, amask, max_new_tokens=max_new_tokens, greedy=True)
+        total += out.logprobs.exp()[out.mask].sum().item()
+        count += int(out.mask.sum())
+    return total / max(count, 1)
+
+
+def _evaluation_sets(splits: dict, seen: list, unseen: list, subtree: list, cfg: DistillRunConfig) -> dict:
+    """Held-out splits (hops ≥ eval_min_hops) and fixed subsets of the seen, unseen and held-out
+    subtree training queries (see the module docstring)."""
     hops = cfg.eval_min_hops
     sets = {name: [ex for ex in splits[name] if ex.hops >= hops] for name in TEST_SPLITS}
-    for name, pool in (("distill_seen", seen), ("distill_unseen", unseen)):
+    for name, pool in (("distill_seen", seen), ("distill_unseen", unseen), ("distill_subtree", subtree)):
         multi = [ex for ex in pool if ex.hops >= hops]
-        sets[name] = multi[: cfg.bias_examples]
+        if multi or name != "distill_subtree":
+            sets[name] = multi[: cfg.bias_examples]
     return sets
 
 
@@ -190,7 +262,11 @@ def _results(cfg, teacher_eval, student_eval, n_teacher, n_student, steps) -> di
         for split in teacher
     }
     gap = {
-        who: res["distill_seen"]["accuracy"]["value"] - res["distill_unseen"]["accuracy"]["value"]
+        who: {
+            other: res["distill_seen"]["accuracy"]["value"] - res[other]["accuracy"]["value"]
+            for other in ("distill_unseen", *TEST_SPLITS, "distill_subtree")
+            if other in res
+        }
         for who, res in (("teacher", teacher), ("student", student))
     }
     return {
@@ -205,7 +281,7 @@ def _results(cfg, teacher_eval, student_eval, n_teacher, n_student, steps) -> di
         "teacher_eval": teacher,
         "student_eval": student,
         "retention": retention,
-        "seen_minus_unseen": gap,
+        "gap_from_seen": gap,  # accuracy on distill_seen minus that on each other set
         "student_dir": str(cfg.run_dir / "student"),
     }
 

@@ -254,12 +254,28 @@ def evaluate(
             "overall": _metrics(rows, np.arange(len(exs)), cfg),
             "by_hops": {str(k): _metrics(rows, np.flatnonzero(hops == k), cfg) for k in sorted(set(hops))},
             "by_task": {str(t): _metrics(rows, np.flatnonzero(tasks == t), cfg) for t in sorted(set(tasks))},
+            "correct": rows["accuracy"].astype(int).tolist(),  # per example, for paired comparisons
             "samples": [
                 {"prompt": ex.prompt, "target": ex.completion, "greedy": g}
                 for ex, g in zip(exs[: cfg.n_logged], greedy, strict=False)
             ],
         }
     return results
+
+
+def paired_lift(before: dict, after: dict, cfg: EvalConfig | None = None) -> dict:
+    """Per split, the accuracy gain ``after − before`` of two :func:`evaluate` results on the same
+    examples, with a paired bootstrap CI over examples (the mean of the per-example differences
+    ``1[after right] − 1[before right]``): ``{split: {"value", "ci", "n"}}``."""
+    cfg = cfg or EvalConfig()
+    out = {}
+    for name, split in after["splits"].items():
+        a, b = before["splits"].get(name, {}).get("correct"), split.get("correct")
+        if a is None or b is None or len(a) != len(b):
+            raise ValueError(f"paired_lift: split {name!r} lacks per-example results on the same examples")
+        if b:
+            out[name] = _mean_ci(np.asarray(b, dtype=float) - np.asarray(a, dtype=float), cfg)
+    return out
 
 
 def flat_metrics(results: dict) -> dict[str, float]:

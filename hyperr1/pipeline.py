@@ -13,7 +13,8 @@ writes ``runs/<name>/``::
     eval_warm_start.json     held-out evaluation of the warm-started policy (hyperr1.evaluate)
     eval_grpo.json           held-out evaluation after GRPO
     policy/                  the final policy and tokenizer (AutoModelForSeq2SeqLM / AutoTokenizer)
-    results.json             the headline numbers of both, with 95% CIs
+    results.json             the headline numbers of both, with 95% CIs, and the lift (GRPO − warm start,
+                             paired bootstrap over the held-out examples)
 
 One process owns a run directory (:class:`hyperr1.runs.RunLock`). A new run refuses a directory
 that holds files unless ``--overwrite`` (which clears it); ``--resume`` continues the recorded run
@@ -46,7 +47,7 @@ import torch
 
 from hyperr1.decoding import TextPolicy
 from hyperr1.distributed import barrier, init_distributed, world
-from hyperr1.evaluate import EvalConfig, evaluate, write_results
+from hyperr1.evaluate import EvalConfig, evaluate, paired_lift, write_results
 from hyperr1.faults import crash_point
 from hyperr1.hierarchy import load_hierarchy
 from hyperr1.loop import start_mode
@@ -392,6 +393,8 @@ def _run_pipeline(cfg: TrainConfig, run: Path, device: torch.device, *, resume: 
         save_final_policy(model, tokenizer, run / "policy")
         crash_point("run/policy")
         results["grpo"] = headline(grpo_eval)
+        if all("correct" in split for split in warm_eval["splits"].values()):  # not in warm evals of old runs
+            results["lift"] = paired_lift(warm_eval, grpo_eval, cfg.eval)
         results["grpo_steps"] = trainer.step_count
         results["collapse_episodes"] = trainer.episodes
         results["rollbacks"] = trainer.rollbacks

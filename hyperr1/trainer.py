@@ -17,7 +17,8 @@ TensorBoard / progress, the collapse guard — is :class:`hyperr1.loop.RunLoop`;
 ``loss/{total,policy,kl}``, ``reward/total``, ``reward/total_std``, ``reward/<fn>`` and
 ``reward/<fn>_std`` for each reward function, ``grpo/{zero_std_frac,kl,clip_frac,clip_low_frac,
 clip_high_frac}``, ``completion/{length,truncated_frac}``, ``policy/entropy``,
-``rate/{format,reflection}``, ``curriculum/max_hops``, ``optim/{lr,grad_norm}``,
+``rate/{format,reflection}``, ``reflection/{retractions,good}`` (per completion: retractions, and
+retractions that withdraw a wrong step for a parent edge), ``curriculum/max_hops``, ``optim/{lr,grad_norm}``,
 ``time/{step_s,sample_s}``, ``guard/{episodes,rollbacks}``, and at evaluations
 ``eval/<split>/<metric>[@hops=k]`` from :func:`hyperr1.evaluate.flat_metrics`.
 """
@@ -43,7 +44,7 @@ from hyperr1.hierarchy import Hierarchy
 from hyperr1.loop import LoopConfig, RunLoop
 from hyperr1.model import HyperR1ForConditionalGeneration
 from hyperr1.optim import riemannian_optimizer
-from hyperr1.rewards import RewardWeights, score_completions
+from hyperr1.rewards import RewardWeights, good_retractions, parse_completion, score_completions
 from hyperr1.rollout import Rollout, SamplingConfig, collect_rollout
 from hyperr1.tasks import WAIT, HopCurriculum, TaskExample
 
@@ -132,8 +133,12 @@ class _CompletionLogprobs(nn.Module):
 
     def forward(self, input_ids, attention_mask, completions, num_samples: int, temperature: float):
         return self.model.completion_logprobs(
-            input_ids, attention_mask, completions,
-            num_samples=num_samples, temperature=temperature, return_entropy=True,
+            input_ids,
+            attention_mask,
+            completions,
+            num_samples=num_samples,
+            temperature=temperature,
+            return_entropy=True,
         )
 
 
@@ -215,7 +220,12 @@ class GRPOTrainer(RunLoop):
         cfg, t0 = self.cfg, time.perf_counter()
         prompts = self._prompts()
         rollout = collect_rollout(
-            self.model, self.tokenizer, prompts, self.score, cfg.sampling, generator=self.generator,
+            self.model,
+            self.tokenizer,
+            prompts,
+            self.score,
+            cfg.sampling,
+            generator=self.generator,
             scale_rewards=cfg.scale_rewards,
         )
         ref_logp = self._frozen_logprobs(self.ref_model, rollout)  # log π_ref(o), (N, T) or None
@@ -230,8 +240,11 @@ class GRPOTrainer(RunLoop):
             return None
         with torch.no_grad():
             return model.completion_logprobs(
-                rollout.input_ids, rollout.attention_mask, rollout.tokens,
-                num_samples=rollout.num_generations, temperature=self.cfg.temperature,
+                rollout.input_ids,
+                rollout.attention_mask,
+                rollout.tokens,
+                num_samples=rollout.num_generations,
+                temperature=self.cfg.temperature,
             )
 
     def _update(self, rollout: Rollout, old_logp, ref_logp) -> tuple[GRPOLossOutput, torch.Tensor, torch.Tensor]:
@@ -288,6 +301,7 @@ class GRPOTrainer(RunLoop):
             "policy/entropy": ((entropy.detach() * fmask).sum() / fmask.sum()).item(),
             "rate/format": r.per_reward["format"].mean().item(),
             "rate/reflection": ((tokens == self.wait_id) & r.mask).any(1).float().mean().item(),
+            **self._retraction_rates(r.texts),
             "optim/grad_norm": float(grad_norm),
         }
         row = mean_across_ranks(row)
@@ -296,6 +310,18 @@ class GRPOTrainer(RunLoop):
         row["time/sample_s"] = r.sample_seconds
         row["time/step_s"] = seconds
         return row
+
+    def _retraction_rates(self, texts: list[str]) -> dict:
+        """Per completion, the mean number of retractions and of good ones (a withdrawn step that is
+        not a parent edge replaced by one that is); only completions holding ``wait`` are parsed."""
+        total = good = 0
+        for text in texts:
+            if WAIT in text:
+                parsed = parse_completion(text)
+                total += len(parsed.retractions)
+                good += good_retractions(parsed, self.h)
+        n = max(len(texts), 1)
+        return {"reflection/retractions": total / n, "reflection/good": good / n}
 
     def after_step(self, row: dict) -> None:
         """Widen the hop curriculum when the rolling training accuracy reaches τ."""

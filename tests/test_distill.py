@@ -143,14 +143,20 @@ def test_distill_end_to_end_and_resume(teacher_run, tmp_path, capsys):
     assert results["steps"] == 3 and results["parameters"]["ratio"] <= 0.6
     for split in ("test_unseen_pair", "test_unseen_subject", "distill_seen", "distill_unseen"):
         assert split in results["student_eval"] and split in results["retention"]
+    assert set(results["student_confidence"]) <= {"distill_seen", "distill_unseen", "distill_subtree"}
+    assert all(0 < v <= 1 for v in results["student_confidence"].values())
+    assert set(results["gap_from_seen"]["teacher"]) >= {"distill_unseen", "test_unseen_pair"}
+    root = results["bias_subtree"]["root"]
+    assert root and results["bias_subtree"]["concepts"] >= 1
     rows = read_jsonl(run / "distill" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss/total"] >= 0 for r in rows)
     assert "eval/test_unseen_pair/accuracy" in rows[1]
     student = AutoModelForSeq2SeqLM.from_pretrained(run / "student")
     assert student.config.head == "euclidean"
-    assert AutoTokenizer.from_pretrained(run / "student").get_vocab() == AutoTokenizer.from_pretrained(
-        teacher_run / "policy"
-    ).get_vocab()
+    assert (
+        AutoTokenizer.from_pretrained(run / "student").get_vocab()
+        == AutoTokenizer.from_pretrained(teacher_run / "policy").get_vocab()
+    )
     record = json.loads((run / "config.json").read_text())
     assert record["kind"] == "distill" and "git_commit" in record["config"]["teacher_record"]
     assert main(["distill", "--quiet", *out, *DISTILL_TINY, "--set", "distill.steps=5", "--resume"]) == 0
@@ -191,3 +197,26 @@ def test_teacher_completions_do_not_depend_on_the_batch(tmp_path):
     alone_ids, alone_mask = encode_prompts(tok, [a[0].prompt])
     alone = sample(teacher, alone_ids, alone_mask, max_new_tokens=12, greedy=True)
     assert torch.equal(tok_a[0][mask_a[0]], alone.tokens[0][alone.mask[0]])
+
+
+def test_held_out_subtree_choice_and_prompt_pools():
+    from hyperr1.distill_pipeline import held_out_subtree, prompt_pools
+    from hyperr1.hierarchy import Hierarchy
+    from hyperr1.splits import TasksConfig, build_splits
+
+    h = Hierarchy.balanced_tree(3, 3)  # 40 nodes: the auto subtree is nearest 2 concepts, a depth-2 node's 4
+    root = held_out_subtree(h, "auto")
+    assert h.parents(root) and abs(len(h.descendants(root)) + 1 - 0.05 * len(h)) <= 2
+    assert held_out_subtree(h, "") is None
+    assert held_out_subtree(h, root) == root
+    with pytest.raises(ValueError, match="not a concept"):
+        held_out_subtree(h, "no_such_concept")
+    # no distillation prompt names a concept of the subtree; its queries are about one
+    splits, _ = build_splits(h, TasksConfig(n_train_is_a=200, n_train_ancestor_k=100, n_train_lca=100, n_test=20))
+    inside = h.descendants(root) | {root}
+    seen, unseen, subtree = prompt_pools(splits["train"], inside, 0.5, seed=1)
+    assert seen and unseen and subtree
+    assert not any(inside.intersection(ex.args) for ex in seen + unseen)
+    assert all(ex.args[0] in inside for ex in subtree)
+    assert {ex.key for ex in seen}.isdisjoint(ex.key for ex in unseen)
+    assert prompt_pools(splits["train"], inside, 0.5, seed=1)[0] == seen  # the seed fixes the share

@@ -10,6 +10,7 @@ from hyperr1.evaluate import (
     bootstrap_ci,
     evaluate,
     flat_metrics,
+    paired_lift,
     score_completion,
     write_results,
 )
@@ -163,3 +164,22 @@ def test_bootstrap_ci_edge_cases():
     assert a[0] < x.mean() < a[1] and a[1] - a[0] < 0.2
     with pytest.raises(ValueError):
         bootstrap_ci([])
+
+
+def test_paired_lift_is_the_mean_per_example_gain(world):
+    """Oracle after, constant "yes" before: the lift is 1 − accuracy(yes) on the same examples, and
+    its paired CI is the bootstrap of the per-example differences; mismatched results are refused."""
+    h, splits = world
+    oracle = table_policy({ex.prompt: ex.completion for exs in splits.values() for ex in exs})
+    yes = evaluate(lambda p, **kw: [["<answer> yes </answer>"] * kw["num_samples"]] * len(p), splits, h, FAST)
+    best = evaluate(oracle, splits, h, FAST)
+    lift = paired_lift(yes, best, FAST)
+    for split in splits:
+        assert best["splits"][split]["correct"] == [1] * len(splits[split])
+        assert lift[split]["value"] == pytest.approx(1 - value(yes, split, "accuracy"))
+        lo, hi = lift[split]["ci"]
+        assert 0 < lo <= lift[split]["value"] <= hi <= 1
+    assert paired_lift(best, best, FAST)["train"] == {"value": 0.0, "ci": [0.0, 0.0], "n": len(splits["train"])}
+    del yes["splits"]["train"]["correct"]
+    with pytest.raises(ValueError, match="train"):
+        paired_lift(yes, best, FAST)

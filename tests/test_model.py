@@ -222,3 +222,13 @@ def test_full_distributions_gather_to_the_logprobs(head="poincare"):
         torch.testing.assert_close(dist.exp().sum(-1), torch.ones(6, 6))  # a distribution at every position
         logp = model.completion_logprobs(ids, mask, completions, num_samples=2, temperature=temperature)
         assert torch.equal(dist.gather(-1, completions[..., None]).squeeze(-1), logp)  # the same numbers
+
+
+def test_a_seed_gives_both_heads_the_same_initial_trunk():
+    """The head comparison pairs runs by seed: the trunk is built before the head, so the same seed
+    gives the Poincaré and the Euclidean policy bit-identical initial trunk weights."""
+    trunks = {head: tiny(head, seed=3).model.state_dict() for head in ("poincare", "euclidean")}
+    assert trunks["poincare"].keys() == trunks["euclidean"].keys()
+    assert all(torch.equal(trunks["poincare"][k], trunks["euclidean"][k]) for k in trunks["poincare"])
+    other = tiny("poincare", seed=4).model.state_dict()
+    assert not all(torch.equal(other[k], trunks["poincare"][k]) for k in other)

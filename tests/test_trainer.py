@@ -88,6 +88,7 @@ def test_grpo_runs_and_logs_every_metric(world, tmp_path):
         # fractions over B = 4 groups of G = 4 completions, and over the 16 completions
         assert r["grpo/zero_std_frac"] * cfg.prompts_per_step == pytest.approx(round(r["grpo/zero_std_frac"] * 4))
         assert 0 <= r["grpo/clip_frac"] <= 1 and 0 <= r["rate/reflection"] <= 1
+        assert 0 <= r["reflection/good"] <= r["reflection/retractions"]
         assert 1 <= r["completion/length"] <= cfg.max_completion_length
         assert r["policy/entropy"] > 0 and r["loss/kl"] >= 0 and math.isfinite(r["loss/policy"])
         # no rollback in a healthy run: the learning rate and the guard's counters stay put
@@ -221,3 +222,16 @@ def test_bad_configs_are_rejected(world, tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             run(world, tmp_path, grpo_cfg(**bad))
+
+
+def test_retraction_rates_count_good_and_bad_withdrawals(world, tmp_path):
+    """A retraction is good when the withdrawn step is not a parent edge and its replacement is."""
+    trainer, _ = run(world, tmp_path, grpo_cfg(steps=1))
+    h = trainer.h
+    child, parent = next(iter(h.graph.edges()))
+    wrong = next(n for n in h.graph.nodes if n != parent and not h.graph.has_edge(child, n))
+    good = f"<think> {child} -> {wrong} wait {parent} </think> <answer> yes </answer>"
+    bad = f"<think> {child} -> {parent} wait {wrong} </think> <answer> yes </answer>"
+    plain = f"<think> {child} -> {parent} </think> <answer> yes </answer>"
+    rates = trainer._retraction_rates([good, bad, plain, "no tags at all"])
+    assert rates == {"reflection/retractions": 2 / 4, "reflection/good": 1 / 4}
