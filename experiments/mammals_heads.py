@@ -1,21 +1,40 @@
-"""Poincaré vs Euclidean head at head dimensions 2, 8 and 32, three seeds each, on mammals.
+"""Poincaré vs Euclidean head, seeds paired across heads: the package's question, as a sweep.
 
-Every run is the full pipeline of ``hyperr1 train`` (warm start → GRPO → held-out evaluation on
-queries with ≥ 3 hops) from ``experiments/configs/mammals_<head>.toml`` with ``model.head_dim`` and
-``seed`` overridden. Runs go to ``runs/mammals_heads/<head>_d<dim>_s<seed>/``; a finished run (one
-with ``results.json``) is skipped and an interrupted one resumed, so the script can be stopped and
-restarted. The collected
-numbers go to ``results/mammals_heads/runs.jsonl`` and ``table.md``, and a thinned copy of each
-run's training curves to ``results/mammals_heads/curves/<run>.jsonl`` (for the figures).
+A sweep is a TOML file (``experiments/configs/heads_sweep.toml``; the Euclidean tuning sweep is
+``heads_tune_euclidean.toml``)::
 
-    python experiments/mammals_heads.py [--seeds 0 1 2] [--dims 2 8 32] [--heads poincare euclidean]
+    name = "heads"                    # runs in runs/<name>/, results in results/<name>/
+    seeds = [0, 1, ...]
+    dims = [2, 8]
+    [overrides]                       # every run: "section.key" = value
+    [heads.<label>]                   # one entry per head variant
+    config = "mammals_poincare.toml"  # in experiments/configs/
+    overrides = { "grpo.lr" = 1e-3 }  # this variant only (after the common ones)
 
-On a 2-core machine two workers with one thread each finish the grid in about half the time
-(the model is too small for two threads to help one run):
+Run ``<label>_d<dim>_s<seed>`` is the full pipeline of ``hyperr1 train`` (warm start → GRPO →
+held-out evaluation, hops ≥ 3) with ``model.head_dim = dim`` and ``seed = seed``. A seed fixes the
+task split and the initial trunk (the trunk is built before the head), so runs of the same seed are
+paired across heads.
 
-    python experiments/mammals_heads.py --workers 2 --worker 0 --threads 1 &
-    python experiments/mammals_heads.py --workers 2 --worker 1 --threads 1; wait
-    python experiments/mammals_heads.py        # collects the table once both are done
+**Workers.** Start the script N times at once (``make reproduce-heads`` starts two, one thread
+each): every worker walks the grid and takes the next run nobody holds (the run directory's lock,
+:class:`hyperr1.runs.RunLock`); a finished run (``results.json``) is skipped and an interrupted one
+resumed, so a killed sweep restarted picks up where it stopped, and a worker can join late.
+
+**Results** (``results/<name>/``, merged with the committed rows, so a checkout without the run
+directories regenerates the tables instead of emptying them):
+
+- ``runs.jsonl``: one row per (head, dim, seed, phase, split): accuracy and its CI, format,
+  faithfulness, accuracy per hop count (``per_hop``: hops → [accuracy, n]), the run's wall time;
+- ``table.md``: per head and dim, warm-start and GRPO accuracy and the lift (mean ± 95% t-CI over
+  seeds, per-seed values); the paired Poincaré − Euclidean difference per dim with its t-CI and
+  the Wilcoxon signed-rank p-value;
+- ``reflection.json``: per head and dim, over GRPO steps, the share of sampled completions with a
+  ``wait`` retraction and the share of retractions that replace a wrong step with a right one;
+- ``collapses.json``: every collapse-guard episode of every run (start, length, trigger);
+- ``curves/<run>.jsonl``: a thinned copy of each run's training curves.
+
+    python experiments/mammals_heads.py [--sweep experiments/configs/heads_sweep.toml] [--collect-only]
 """
 
 from __future__ import annotations
@@ -23,19 +42,121 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 import torch
 from scipy import stats
 
 from hyperr1.pipeline import load_train_config, run_train
+from hyperr1.runs import RunLockedError
 
 CONFIGS = Path(__file__).parent / "configs"
 SPLITS = ("test_unseen_pair", "test_unseen_subject")
+CURVE_KEYS = (
+    "reward/total",
+    "reward/accuracy",
+    "rate/format",
+    "rate/reflection",
+    "reflection/retractions",
+    "reflection/good",
+    "grpo/kl",
+    "curriculum/max_hops",
+)
 
 
-CURVE_KEYS = ("reward/total", "reward/accuracy", "rate/format", "grpo/kl", "curriculum/max_hops")
+# ---------------------------------------------------------------- the sweep file
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str  # the head variant's name in the sweep
+    dim: int
+    seed: int
+    config: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}_d{self.dim}_s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    runs: tuple[Run, ...]
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path("runs") / self.name
+
+
+def _toml_value(value) -> str:
+    """``value`` in the TOML syntax of ``--set`` overrides."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise ValueError(f"override value {value!r}: only numbers, booleans and strings are supported")
+
+
+def load_sweep(path: Path) -> Sweep:
+    """The runs of a sweep file, with clear errors for missing or unknown keys."""
+    spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    known = {"name", "seeds", "dims", "overrides", "heads"}
+    if unknown := sorted(set(spec) - known):
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    for key in ("name", "seeds", "dims", "heads"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing key {key!r}")
+    common = [f"{k}={_toml_value(v)}" for k, v in spec.get("overrides", {}).items()]
+    runs = []
+    for seed in spec["seeds"]:
+        for dim in spec["dims"]:
+            for label, head in spec["heads"].items():
+                if "config" not in head:
+                    raise ValueError(f"{path}: heads.{label} has no config")
+                config = CONFIGS / head["config"]
+                if not config.is_file():
+                    raise ValueError(f"{path}: heads.{label}.config: {config} does not exist")
+                own = [f"{k}={_toml_value(v)}" for k, v in head.get("overrides", {}).items()]
+                runs.append(Run(label, int(dim), int(seed), config, tuple(common + own)))
+    return Sweep(spec["name"], tuple(runs))
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_missing(sweep: Sweep, quiet: bool, only: list[str] | None = None) -> None:
+    """Run every unfinished run of the sweep (of the head variants ``only``) that no other worker holds."""
+    for run in sweep.runs:
+        if only and run.label not in only:
+            continue
+        directory = sweep.runs_dir / run.name
+        if (directory / "results.json").exists():
+            continue
+        overrides = [f"name={json.dumps(run.name)}", f"out={json.dumps(str(sweep.runs_dir))}", f"seed={run.seed}"]
+        cfg = load_train_config(run.config, [*run.overrides, f"model.head_dim={run.dim}", *overrides])
+        resume = (directory / "config.json").exists()  # an interrupted run: resume it, never restart it
+        print(f"== {run.name}{' (resumed)' if resume else ''}", flush=True)
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            run_train(cfg, resume=resume, progress=not quiet)
+        except RunLockedError:
+            print(f"   {run.name} is another worker's", flush=True)
+            continue
+        timing = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "resumed": resume}
+        (directory / "sweep_timing.json").write_text(json.dumps(timing) + "\n")
+
+
+# ---------------------------------------------------------------- collecting
 
 
 def export_curves(metrics: Path, out: Path, every: int = 10) -> None:
@@ -45,7 +166,8 @@ def export_curves(metrics: Path, out: Path, every: int = 10) -> None:
     lines = []
     for i in range(0, len(rows) - every + 1, every):
         block = rows[i : i + every]
-        lines.append({"step": block[-1]["step"], **{k: statistics.fmean(r[k] for r in block) for k in CURVE_KEYS}})
+        means = {k: statistics.fmean(r[k] for r in block) for k in CURVE_KEYS if all(k in r for r in block)}
+        lines.append({"step": block[-1]["step"], **means})
     for r in rows:
         evals = {k: v for k, v in r.items() if k.startswith("eval/") and "@" not in k and k.endswith("/accuracy")}
         if evals:
@@ -54,45 +176,95 @@ def export_curves(metrics: Path, out: Path, every: int = 10) -> None:
     out.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda x: x["step"])))
 
 
-def run_all(seeds, dims, heads, runs: Path, quiet: bool, curves: Path, worker: int = 0, workers: int = 1) -> list[dict]:
-    """Run the missing (seed, dim, head) cells of this worker's share, then collect every finished run."""
-    grid = [(seed, dim, head) for seed in seeds for dim in dims for head in heads]
-    for i, (seed, dim, head) in enumerate(grid if workers > 0 else []):
-        name = f"{head}_d{dim}_s{seed}"
-        if i % workers != worker or (runs / name / "results.json").exists():
-            continue
-        print(f"== {name}", flush=True)
-        overrides = [
-            f"name={json.dumps(name)}",
-            f"out={json.dumps(str(runs))}",
-            f"seed={seed}",
-            f"model.head_dim={dim}",
-        ]
-        started = (runs / name / "config.json").exists()  # an interrupted run: resume it, never restart it
-        run_train(load_train_config(CONFIGS / f"mammals_{head}.toml", overrides), resume=started, progress=not quiet)
+def run_rows(sweep: Sweep, run: Run) -> list[dict]:
+    """The result rows of one finished run (none if it has not finished)."""
+    directory = sweep.runs_dir / run.name
+    if not (directory / "results.json").exists():
+        return []
+    res = json.loads((directory / "results.json").read_text())
+    timing_path = directory / "sweep_timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     rows = []
-    for seed, dim, head in grid:
-        name = f"{head}_d{dim}_s{seed}"
-        done = runs / name / "results.json"
-        if not done.exists():
-            continue  # not run yet (or another worker's, still running)
-        res = json.loads(done.read_text())
-        export_curves(runs / name / "grpo" / "metrics.jsonl", curves / f"{name}.jsonl")
-        for phase in ("warm_start", "grpo"):
-            for split in SPLITS:
-                m = res[phase][split]
-                rows.append(
-                    {
-                        "head": head,
-                        "head_dim": dim,
-                        "seed": seed,
-                        "phase": phase,
-                        "split": split,
-                        **{k: m[k]["value"] for k in ("accuracy", "pass@1", "maj@k", "format", "faithfulness")},
-                        "accuracy_ci": m["accuracy"]["ci"],
-                    }
-                )
+    for phase in ("warm_start", "grpo"):
+        detail = json.loads((directory / f"eval_{phase}.json").read_text())["splits"]
+        for split in SPLITS:
+            m = res[phase][split]
+            per_hop = {
+                hops: [v["accuracy"]["value"], v["accuracy"]["n"]] for hops, v in detail[split]["by_hops"].items()
+            }
+            rows.append(
+                {
+                    "head": run.label,
+                    "head_dim": run.dim,
+                    "seed": run.seed,
+                    "phase": phase,
+                    "split": split,
+                    **{k: m[k]["value"] for k in ("accuracy", "format", "faithfulness", "reflection_rate")},
+                    "accuracy_ci": m["accuracy"]["ci"],
+                    "per_hop": per_hop,
+                    "collapse_episodes": res["collapse_episodes"],
+                    "wall_s": timing.get("wall_s"),
+                }
+            )
     return rows
+
+
+def collapses(sweep: Sweep) -> dict[str, list[dict]]:
+    """Every guard episode of every finished run of the sweep, by run name."""
+    episodes = {}
+    for run in sweep.runs:
+        directory = sweep.runs_dir / run.name
+        if (directory / "results.json").exists():
+            path = directory / "grpo" / "collapses.jsonl"
+            text = path.read_text() if path.exists() else ""
+            episodes[run.name] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return episodes
+
+
+def collapse_summary(episodes: dict[str, list[dict]]) -> dict:
+    """Per cell (head and dim): runs, runs with an episode, episodes, steps inside episodes, triggers."""
+    summary: dict[str, dict] = {}
+    for name, found in sorted(episodes.items()):
+        cell = summary.setdefault(
+            name.rsplit("_s", 1)[0],
+            {"runs": 0, "runs_with_episode": 0, "episodes": 0, "steps_in_episode": 0, "triggers": {}},
+        )
+        cell["runs"] += 1
+        cell["runs_with_episode"] += bool(found)
+        cell["episodes"] += len(found)
+        cell["steps_in_episode"] += sum(e["length"] for e in found)
+        triggers = Counter(cell["triggers"]) + Counter(reason for e in found for reason in e["reasons"])
+        cell["triggers"] = dict(sorted(triggers.items()))
+    return summary
+
+
+def reflection(sweep: Sweep, curves: Path) -> dict:
+    """Per head and dim, over blocks of GRPO steps (mean over seeds): the share of sampled
+    completions that retract, and the share of retractions that are good (Σ good / Σ retractions)."""
+    out = {}
+    for key in sorted({(r.label, r.dim) for r in sweep.runs}):
+        blocks: dict[int, list[dict]] = {}
+        for run in sweep.runs:
+            path = curves / f"{run.name}.jsonl"
+            if (run.label, run.dim) != key or not path.exists():
+                continue
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                if "rate/reflection" in row:
+                    blocks.setdefault(row["step"], []).append(row)
+        steps = sorted(blocks)
+        good = [sum(r.get("reflection/good", 0.0) for r in blocks[s]) for s in steps]
+        total = [sum(r.get("reflection/retractions", 0.0) for r in blocks[s]) for s in steps]
+        out[f"{key[0]}_d{key[1]}"] = {
+            "step": steps,
+            "seeds": [len(blocks[s]) for s in steps],
+            "reflection_rate": [statistics.fmean(r["rate/reflection"] for r in blocks[s]) for s in steps],
+            "good_share": [g / t if t > 0 else None for g, t in zip(good, total, strict=True)],
+        }
+    return out
+
+
+# ---------------------------------------------------------------- statistics and tables
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -113,55 +285,60 @@ def paired(a: list[float], b: list[float]) -> dict:
     return {"mean": m, "ci": [m - h, m + h], "wilcoxon_p": p, "per_seed": diff}
 
 
-def _per_seed(rows: list[dict], seeds: list[int], phase: str, metric: str) -> list[float]:
+def per_seed(rows: list[dict], seeds: list[int], phase: str, metric: str = "accuracy") -> list[float]:
     """Per seed, the metric averaged over the held-out splits."""
     return [statistics.fmean(r[metric] for r in rows if r["seed"] == s and r["phase"] == phase) for s in seeds]
 
 
+def _cells(rows: list[dict]) -> list[tuple[str, int]]:
+    return sorted({(r["head"], r["head_dim"]) for r in rows}, key=lambda k: (k[1], k[0]))
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown: per head and dimension, accuracy and format (mean ± 95% CI over seeds) of warm start
-    and GRPO, averaged over the two held-out splits, and the GRPO lift."""
-    keys = sorted({(r["head"], r["head_dim"]) for r in rows}, key=lambda k: (k[1], k[0]))
+    """Markdown: per head and dim, accuracy and format (mean ± 95% CI over seeds) of warm start and
+    GRPO, averaged over the two held-out splits, the GRPO lift, and the per-seed GRPO accuracies."""
     out = [
-        "| head | dim | seeds | warm-start acc | GRPO acc | lift (points) | warm-start format | GRPO format |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| head | dim | seeds | warm-start acc | GRPO acc | lift (points) | GRPO format | wall min/run "
+        "| GRPO acc per seed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for head, dim in keys:
+    for head, dim in _cells(rows):
         sel = [r for r in rows if r["head"] == head and r["head_dim"] == dim]
         seeds = sorted({r["seed"] for r in sel})
-
-        wa, ga = _per_seed(sel, seeds, "warm_start", "accuracy"), _per_seed(sel, seeds, "grpo", "accuracy")
-        wf, gf = _per_seed(sel, seeds, "warm_start", "format"), _per_seed(sel, seeds, "grpo", "format")
+        wa, ga = per_seed(sel, seeds, "warm_start"), per_seed(sel, seeds, "grpo")
+        gf = per_seed(sel, seeds, "grpo", "format")
         lift = [100 * (g - w) for g, w in zip(ga, wa, strict=True)]
-        cells = [mean_ci(v) for v in (wa, ga, lift, wf, gf)]
-        fmt = [f"{m:.3f} ± {h:.3f}" for m, h in cells]
-        fmt[2] = f"{cells[2][0]:+.1f} ± {cells[2][1]:.1f}"
-        out.append(f"| {head} | {dim} | {len(seeds)} | " + " | ".join(fmt) + " |")
+        (wm, wh), (gm, gh), (lm, lh), (fm, fh) = (mean_ci(v) for v in (wa, ga, lift, gf))
+        walls = [r["wall_s"] for r in sel if r.get("wall_s") and r["phase"] == "grpo" and r["split"] == SPLITS[0]]
+        wall = f"{statistics.fmean(walls) / 60:.1f}" if walls else "—"
+        seeds_txt = ", ".join(f"{v:.2f}" for v in ga)
+        out.append(
+            f"| {head} | {dim} | {len(seeds)} | {wm:.3f} ± {wh:.3f} | {gm:.3f} ± {gh:.3f} | "
+            f"{lm:+.1f} ± {lh:.1f} | {fm:.3f} ± {fh:.3f} | {wall} | {seeds_txt} |"
+        )
     return "\n".join(out) + "\n"
 
 
-def paired_table(rows: list[dict]) -> str:
-    """Markdown: per dimension, the paired Poincaré − Euclidean difference of GRPO accuracy over the
-    seeds both heads finished (same seed = same task split and initial trunk), with per-seed values."""
+def paired_table(rows: list[dict], a: str = "poincare", b: str = "euclidean") -> str:
+    """Markdown: per dim and phase, the paired difference a − b of accuracy over the seeds both heads
+    finished (same seed = same task split and initial trunk), with per-seed values."""
     out = [
-        "| dim | seeds | Poincaré − Euclidean (points) | 95% CI | Wilcoxon p | per seed |",
-        "|---:|---:|---:|---|---:|---|",
+        f"| dim | phase | seeds | {a} − {b} (points) | 95% CI | Wilcoxon p | per seed |",
+        "|---:|---|---:|---:|---|---:|---|",
     ]
     for dim in sorted({r["head_dim"] for r in rows}):
-        by_head = {
-            head: {r["seed"] for r in rows if r["head"] == head and r["head_dim"] == dim}
-            for head in ("poincare", "euclidean")
-        }
-        seeds = sorted(by_head["poincare"] & by_head["euclidean"])
+        seeds_of = {h: {r["seed"] for r in rows if r["head"] == h and r["head_dim"] == dim} for h in (a, b)}
+        seeds = sorted(seeds_of[a] & seeds_of[b])
         if not seeds:
             continue
-        sel = [r for r in rows if r["head_dim"] == dim]
-        acc = {h: _per_seed([r for r in sel if r["head"] == h], seeds, "grpo", "accuracy") for h in by_head}
-        d = paired([100 * x for x in acc["poincare"]], [100 * x for x in acc["euclidean"]])
-        p = "—" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
-        per_seed = ", ".join(f"{v:+.1f}" for v in d["per_seed"])
-        ci = f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
-        out.append(f"| {dim} | {len(seeds)} | {d['mean']:+.1f} | {ci} | {p} | {per_seed} |")
+        for phase in ("warm_start", "grpo"):
+            cell = {h: [r for r in rows if r["head"] == h and r["head_dim"] == dim] for h in (a, b)}
+            acc = {h: per_seed(cell[h], seeds, phase) for h in (a, b)}
+            d = paired([100 * x for x in acc[a]], [100 * x for x in acc[b]])
+            p = "—" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+            seeds_txt = ", ".join(f"{v:+.1f}" for v in d["per_seed"])
+            ci = f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+            out.append(f"| {dim} | {phase} | {len(seeds)} | {d['mean']:+.1f} | {ci} | {p} | {seeds_txt} |")
     return "\n".join(out) + "\n"
 
 
@@ -176,37 +353,65 @@ def merge_with_committed(rows: list[dict], path: Path) -> list[dict]:
     return [r for r in old if tuple(r[k] for k in key) not in fresh] + rows
 
 
+def _merge_json(path: Path, fresh: dict, section: str) -> dict:
+    """``fresh`` over the committed ``section`` of ``path`` (runs finished elsewhere are kept)."""
+    old = json.loads(path.read_text()).get(section, {}) if path.exists() else {}
+    return {**old, **fresh}
+
+
+def collect(sweep: Sweep, results: Path) -> str:
+    curves = results / "curves"
+    rows = []
+    for run in sweep.runs:
+        found = run_rows(sweep, run)
+        if found:
+            export_curves(sweep.runs_dir / run.name / "grpo" / "metrics.jsonl", curves / f"{run.name}.jsonl")
+        rows += found
+    rows = merge_with_committed(rows, results / "runs.jsonl")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    episodes = _merge_json(results / "collapses.json", collapses(sweep), "episodes")
+    summary = collapse_summary(episodes)
+    (results / "collapses.json").write_text(json.dumps({"summary": summary, "episodes": episodes}, indent=1) + "\n")
+    (results / "reflection.json").write_text(json.dumps(reflection(sweep, curves), indent=1) + "\n")
+    md = table(rows)
+    if {"poincare", "euclidean"} <= {r["head"] for r in rows}:
+        md += "\n" + paired_table(rows)
+    md += "\n" + collapse_table(summary)
+    (results / "table.md").write_text(md)
+    return md
+
+
+def collapse_table(summary: dict) -> str:
+    out = [
+        "| cell | runs | runs with an episode | episodes | steps in episodes | triggers |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for cell, s in sorted(summary.items()):
+        triggers = ", ".join(f"{k} × {v}" for k, v in sorted(s["triggers"].items())) or "—"
+        counts = f"{s['runs']} | {s['runs_with_episode']} | {s['episodes']} | {s['steps_in_episode']}"
+        out.append(f"| {cell} | {counts} | {triggers} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32])
-    p.add_argument("--heads", nargs="+", default=["poincare", "euclidean"])
-    p.add_argument("--runs", type=Path, default=Path("runs/mammals_heads"))
-    p.add_argument("--results", type=Path, default=Path("results/mammals_heads"))
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--worker", type=int, default=0, help="this process's index among --workers")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the grid (run each with --threads 1)")
+    p.add_argument("--sweep", type=Path, default=CONFIGS / "heads_sweep.toml", help="the sweep file")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default: results/<sweep name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--collect-only", action="store_true", help="run nothing; tabulate the finished runs")
+    p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these head variants of the sweep")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run_all(
-        args.seeds,
-        args.dims,
-        args.heads,
-        args.runs,
-        args.quiet,
-        args.results / "curves",
-        args.worker,
-        0 if args.collect_only else args.workers,
-    )
-    rows = merge_with_committed(rows, args.results / "runs.jsonl")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    md = table(rows) + "\n" + paired_table(rows)
-    (args.results / "table.md").write_text(md)
-    print(md)
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    sweep = load_sweep(args.sweep)
+    if unknown := sorted(set(args.only or ()) - {r.label for r in sweep.runs}):
+        p.error(f"--only {unknown}: not head variants of {args.sweep}")
+    if not args.collect_only:
+        run_missing(sweep, args.quiet, args.only)
+    print(collect(sweep, args.results or Path("results") / sweep.name))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,335 @@
+"""Distillation of the mammals teacher into a tiny Euclidean student: five setups, seeds, sizes.
+
+Reads a sweep file (``experiments/configs/distill_sweep.toml``) naming the teacher run, the seeds,
+the setups and the student sizes, and runs what is missing into ``runs/<name>/``:
+
+1. ``sft_only``      the student's own warm start on the gold warm-start data (no teacher);
+2. ``student_grpo``  the same run continued with GRPO (R1's "RL on the small model");
+3. ``seq_kd``        sequence-level KD on the teacher's greedy completions (Kim & Rush 2016);
+4. ``word_kd``       word-level KD on the teacher's distributions, off-policy (Hinton et al. 2015);
+5. ``gkd``           on-policy GKD with the generalized JSD (Agarwal et al. 2024);
+
+3–5 with the student's output rows from log₀ of the teacher's prototypes (``logmap``) and from
+random initialisation; 1–2 are one ``hyperr1 train`` run each (its warm-start evaluation is setup 1).
+A finished run is skipped and an interrupted one resumed; several workers can share the grid
+(each skips the runs another holds).
+
+Results (``results/<name>/``): ``runs.jsonl`` (one row per run, the schema of :func:`row`),
+``table.md`` (accuracy and retention per setup and init, mean ± 95% t-CI over seeds, per-seed
+values; the paired difference to ``student_grpo``), ``bias.md`` (the benchmark-bias gaps of the
+teacher and each student: distillation prompts minus unseen prompts, held-out subjects and the
+held-out subtree, with the student's token confidence), ``sizes.md``.
+
+    python experiments/distill_mammals.py [--sweep experiments/configs/distill_sweep.toml] [--collect-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mammals_heads import _toml_value, mean_ci, paired  # noqa: E402  (the same statistics as the head sweep)
+
+from hyperr1.distill_pipeline import DistillRunConfig, run_distill  # noqa: E402
+from hyperr1.pipeline import load_config, load_train_config, run_train  # noqa: E402
+from hyperr1.runs import RunLockedError  # noqa: E402
+
+CONFIGS = Path(__file__).parent / "configs"
+HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
+BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
+SETUP_ORDER = ("sft_only", "student_grpo", "seq_kd", "word_kd", "gkd")
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "train" (setups 1 and 2) or "distill"
+    name: str  # run directory name
+    setup: str  # for "train": "sft_only+student_grpo"
+    init: str
+    seed: int
+    size: str  # "default" or the [sizes.students] key
+    overrides: tuple[str, ...]
+
+
+def _overrides(table: dict) -> list[str]:
+    return [f"{k}={_toml_value(v)}" for k, v in table.items()]
+
+
+def load_jobs(path: Path) -> tuple[dict, list[Job]]:
+    spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    for key in ("name", "teacher", "teacher_config", "distill_config", "seeds", "setups"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing key {key!r}")
+    common = _overrides(spec.get("distill_overrides", {}))
+    jobs = []
+    for seed in spec["seeds"]:
+        jobs.append(
+            Job(
+                "train",
+                f"student_s{seed}",
+                "sft_only+student_grpo",
+                "random",
+                seed,
+                "default",
+                tuple(_overrides(spec.get("train_overrides", {}))),
+            )
+        )
+        for setup, s in spec["setups"].items():
+            for init in s.get("inits", ["logmap"]):
+                own = _overrides(s.get("overrides", {}))
+                jobs.append(
+                    Job(
+                        "distill",
+                        f"{setup}_{init}_s{seed}",
+                        setup,
+                        init,
+                        seed,
+                        "default",
+                        tuple(common + own + [f"init={json.dumps(init)}"]),
+                    )
+                )
+    sizes = spec.get("sizes")
+    if sizes:
+        base = spec["setups"][sizes["setup"]]
+        for seed in sizes.get("seeds", [0]):
+            for size, student in sizes["students"].items():
+                own = _overrides(base.get("overrides", {})) + _overrides(student)
+                name = f"{sizes['setup']}_{sizes['init']}_{size}_s{seed}"
+                jobs.append(
+                    Job(
+                        "distill",
+                        name,
+                        sizes["setup"],
+                        sizes["init"],
+                        seed,
+                        size,
+                        tuple(common + own + [f"init={json.dumps(sizes['init'])}"]),
+                    )
+                )
+    return spec, jobs
+
+
+def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
+    runs = Path("runs") / spec["name"]
+    for job in jobs:
+        directory = runs / job.name
+        if (directory / "results.json").exists():
+            continue
+        resume = (directory / "config.json").exists()
+        where = [f"name={json.dumps(job.name)}", f"out={json.dumps(str(runs))}", f"seed={job.seed}"]
+        print(f"== {job.name}{' (resumed)' if resume else ''}", flush=True)
+        try:
+            if job.kind == "train":
+                student = load_config(
+                    DistillRunConfig, CONFIGS / spec["distill_config"], [f"teacher={json.dumps(spec['teacher'])}"]
+                ).student
+                model = [f"model.{k}={_toml_value(v)}" for k, v in vars(student).items() if v is not None]
+                cfg = load_train_config(CONFIGS / spec["teacher_config"], [*model, *job.overrides, *where])
+                run_train(cfg, resume=resume, progress=not quiet)
+            else:
+                teacher = f"teacher={json.dumps(spec['teacher'])}"
+                cfg = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], [teacher, *job.overrides, *where])
+                run_distill(cfg, resume=resume, progress=not quiet)
+        except RunLockedError:
+            print(f"   {job.name} is another worker's", flush=True)
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def _acc(evals: dict) -> dict:
+    return {split: v["accuracy"] for split, v in evals.items()}
+
+
+def row(spec: dict, job: Job) -> list[dict]:
+    """The rows of one finished job: setup, init, seed, size, parameters, and per evaluation set
+    the teacher's and the student's accuracy ({"value", "ci", "n"})."""
+    directory = Path("runs") / spec["name"] / job.name
+    if not (directory / "results.json").exists():
+        return []
+    res = json.loads((directory / "results.json").read_text())
+    if job.kind == "distill":
+        return [
+            {
+                "setup": job.setup,
+                "init": job.init,
+                "seed": job.seed,
+                "size": job.size,
+                "student_params": res["parameters"]["student"],
+                "teacher_params": res["parameters"]["teacher"],
+                "ratio": res["parameters"]["ratio"],
+                "teacher": _acc(res["teacher_eval"]),
+                "student": _acc(res["student_eval"]),
+                "student_confidence": res.get("student_confidence", {}),
+                "bias_subtree": res.get("bias_subtree"),
+            }
+        ]
+    teacher = json.loads((Path(spec["teacher"]) / "results.json").read_text())
+    n_teacher = teacher["parameters"]
+    return [
+        {
+            "setup": setup,
+            "init": "random",
+            "seed": job.seed,
+            "size": job.size,
+            "student_params": res["parameters"],
+            "teacher_params": n_teacher,
+            "ratio": res["parameters"] / n_teacher,
+            "teacher": _acc(teacher["grpo"]),
+            "student": _acc(res[phase]),
+        }
+        for setup, phase in (("sft_only", "warm_start"), ("student_grpo", "grpo"))
+    ]
+
+
+def held_out(r: dict, who: str) -> float:
+    """Accuracy averaged over the two held-out splits."""
+    return statistics.fmean(r[who][s]["value"] for s in HELD_OUT)
+
+
+def _fmt(values: list[float], scale: float = 1.0, signed: bool = False) -> str:
+    m, h = mean_ci([scale * v for v in values])
+    return f"{m:+.1f} ± {h:.1f}" if signed else (f"{m:.3f} ± {h:.3f}" if scale == 1 else f"{m:.1f} ± {h:.1f}")
+
+
+def results_table(rows: list[dict]) -> str:
+    main = [r for r in rows if r["size"] == "default"]
+    out = [
+        "| setup | init | seeds | student params (share) | student held-out acc | teacher | retention % "
+        "| − student_grpo (points) | Wilcoxon p | student acc per seed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    base = {r["seed"]: held_out(r, "student") for r in main if r["setup"] == "student_grpo"}
+    cells = sorted({(r["setup"], r["init"]) for r in main}, key=lambda k: (SETUP_ORDER.index(k[0]), k[1]))
+    for setup, init in cells:
+        sel = sorted((r for r in main if r["setup"] == setup and r["init"] == init), key=lambda r: r["seed"])
+        acc = [held_out(r, "student") for r in sel]
+        teacher = [held_out(r, "teacher") for r in sel]
+        retention = [a / t for a, t in zip(acc, teacher, strict=True)]
+        seeds = [r["seed"] for r in sel if r["seed"] in base]
+        if setup != "student_grpo" and len(seeds) >= 2:
+            d = paired([100 * held_out(r, "student") for r in sel if r["seed"] in base], [100 * base[s] for s in seeds])
+            diff = f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+            p = "—" if d["wilcoxon_p"] is None else f"{d['wilcoxon_p']:.3g}"
+        else:
+            diff, p = "—", "—"
+        params = f"{sel[0]['student_params']:,} ({100 * sel[0]['ratio']:.1f}%)"
+        out.append(
+            f"| {setup} | {init} | {len(sel)} | {params} | {_fmt(acc)} | {_fmt(teacher)} | {_fmt(retention, 100)} "
+            f"| {diff} | {p} | {', '.join(f'{a:.3f}' for a in acc)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def bias_table(rows: list[dict]) -> str:
+    """Per distilled setup (and the teacher), accuracy on (a) distillation prompts and its gap to
+    (b) unseen prompts, (c) held-out subjects and (d) the held-out subtree, in points, mean ± 95%
+    t-CI over seeds; and the student's mean token confidence on (a), (b), (d)."""
+    kd = [r for r in rows if r["size"] == "default" and "distill_seen" in r["student"]]
+    out = [
+        "| model | init | seeds | (a) seen acc | (a) − (b) unseen | (a) − (c) held-out subjects | (a) − (d) subtree "
+        "| confidence (a) / (b) / (d) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    groups = [("teacher", "—", [r for r in kd if r["setup"] == "word_kd" and r["init"] == "logmap"], "teacher")]
+    for setup, init in sorted({(r["setup"], r["init"]) for r in kd}, key=lambda k: (SETUP_ORDER.index(k[0]), k[1])):
+        groups.append((setup, init, [r for r in kd if r["setup"] == setup and r["init"] == init], "student"))
+    for label, init, sel, who in groups:
+        if not sel:
+            continue
+        seen = [r[who]["distill_seen"]["value"] for r in sel]
+        gaps = []
+        for other in BIAS_SETS[1:]:
+            vals = [100 * (r[who]["distill_seen"]["value"] - r[who][other]["value"]) for r in sel if other in r[who]]
+            gaps.append(_fmt(vals, signed=True) if vals else "—")
+        conf = "—"
+        if who == "student" and all(r.get("student_confidence") for r in sel):
+            parts = [
+                statistics.fmean(r["student_confidence"].get(k, math.nan) for r in sel)
+                for k in ("distill_seen", "distill_unseen", "distill_subtree")
+            ]
+            conf = " / ".join(f"{v:.3f}" for v in parts)
+        out.append(f"| {label} | {init} | {len(sel)} | {_fmt(seen)} | " + " | ".join(gaps) + f" | {conf} |")
+    return "\n".join(out) + "\n"
+
+
+def sizes_table(rows: list[dict], spec: dict) -> list[dict]:
+    """Retention against student size for the sizes' setup and init (seed-averaged)."""
+    sizes = spec.get("sizes")
+    if not sizes:
+        return []
+    sel = [r for r in rows if r["setup"] == sizes["setup"] and r["init"] == sizes["init"]]
+    points = []
+    for size in ["default", *sizes["students"]]:
+        here = [r for r in sel if r["size"] == size and r["seed"] in sizes.get("seeds", [0])]
+        if here:
+            retention = [held_out(r, "student") / held_out(r, "teacher") for r in here]
+            points.append(
+                {
+                    "size": size,
+                    "params": here[0]["student_params"],
+                    "ratio": here[0]["ratio"],
+                    "retention": statistics.fmean(retention),
+                    "seeds": len(here),
+                    "student_acc": statistics.fmean(held_out(r, "student") for r in here),
+                }
+            )
+    return points
+
+
+def collect(spec: dict, jobs: list[Job], results: Path) -> str:
+    rows = [r for job in jobs for r in row(spec, job)]
+    path = results / "runs.jsonl"
+    if path.exists():  # keep committed rows of runs this checkout does not have
+        key = ("setup", "init", "seed", "size")
+        fresh = {tuple(r[k] for k in key) for r in rows}
+        old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in old if tuple(r[k] for k in key) not in fresh] + rows
+    results.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    sizes = sizes_table(rows, spec)
+    (results / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
+    md = results_table(rows) + "\n" + bias_table(rows)
+    md += "\n| student | params | share of teacher | student acc | retention % | seeds |\n"
+    md += "|---|---:|---:|---:|---:|---:|\n"
+    md += "".join(
+        f"| {p['size']} | {p['params']:,} | {100 * p['ratio']:.1f}% | {p['student_acc']:.3f} "
+        f"| {100 * p['retention']:.1f} | {p['seeds']} |\n"
+        for p in sizes
+    )
+    (results / "table.md").write_text(md)
+    return md
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", type=Path, default=CONFIGS / "distill_sweep.toml")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default: results/<sweep name>)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--collect-only", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec, jobs = load_jobs(args.sweep)
+    if not args.collect_only:
+        if not (Path(spec["teacher"]) / "policy" / "model.safetensors").is_file():
+            p.error(
+                f"the teacher {spec['teacher']} has no final policy: train it first "
+                "(hyperr1 train --config experiments/configs/mammals_teacher.toml)"
+            )
+        run_missing(spec, jobs, args.quiet)
+    print(collect(spec, jobs, args.results or Path("results") / spec["name"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The experiment scripts' own logic: sweep files, the paired statistics, tables from rows."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import distill_mammals  # noqa: E402
+import mammals_heads  # noqa: E402
+
+
+def test_shipped_sweeps_load_and_pair_every_seed():
+    sweep = mammals_heads.load_sweep(mammals_heads.CONFIGS / "heads_sweep.toml")
+    names = [r.name for r in sweep.runs]
+    assert len(names) == len(set(names)) == 40
+    for run in sweep.runs:  # every Poincaré run has its Euclidean twin: same seed and dim
+        twin = "euclidean" if run.label == "poincare" else "poincare"
+        assert f"{twin}_d{run.dim}_s{run.seed}" in names
+        assert f"model.head_dim={run.dim}" not in run.overrides  # set by the runner, after the overrides
+    tune = mammals_heads.load_sweep(mammals_heads.CONFIGS / "heads_tune_euclidean.toml")
+    assert {r.seed for r in tune.runs}.isdisjoint({r.seed for r in sweep.runs})  # tuned on other seeds
+    spec, jobs = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep.toml")
+    assert len({j.name for j in jobs}) == len(jobs) and {j.setup for j in jobs} >= {"seq_kd", "word_kd", "gkd"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('seeds = [0]\ndims = [2]\n[heads.p]\nconfig = "mammals_poincare.toml"\n', "missing key 'name'"),
+        ('name = "x"\nseeds = [0]\ndims = [2]\ncolour = 1\n[heads.p]\nconfig = "a"\n', "unknown keys"),
+        ('name = "x"\nseeds = [0]\ndims = [2]\n[heads.p]\nconfig = "nope.toml"\n', "does not exist"),
+        ('name = "x"\nseeds = [0]\ndims = [2]\n[heads.p]\n', "has no config"),
+        (
+            'name = "x"\nseeds = [0]\ndims = [2]\n[overrides]\n"a.b" = [1]\n'
+            '[heads.p]\nconfig = "mammals_poincare.toml"\n',
+            "only numbers",
+        ),
+    ],
+)
+def test_bad_sweep_files_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        mammals_heads.load_sweep(path)
+
+
+def test_mean_ci_and_paired_match_scipy():
+    a, b = [0.5, 0.6, 0.55, 0.7, 0.65], [0.4, 0.45, 0.5, 0.52, 0.6]
+    m, h = mammals_heads.mean_ci(a)
+    lo, hi = stats.t.interval(0.95, len(a) - 1, loc=sum(a) / len(a), scale=stats.sem(a))
+    assert m == pytest.approx(sum(a) / len(a)) and (m - h, m + h) == pytest.approx((lo, hi))
+    d = mammals_heads.paired(a, b)
+    assert d["per_seed"] == pytest.approx([x - y for x, y in zip(a, b, strict=True)])
+    assert d["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert mammals_heads.mean_ci([0.3]) == (0.3, 0.0)
+    assert mammals_heads.paired([0.1, 0.2], [0.1, 0.2])["wilcoxon_p"] is None  # all differences zero
+
+
+def _rows(head, dim, seed, warm, grpo):
+    return [
+        {"head": head, "head_dim": dim, "seed": seed, "phase": phase, "split": split, "accuracy": acc, "format": 1.0}
+        for phase, acc in (("warm_start", warm), ("grpo", grpo))
+        for split in mammals_heads.SPLITS
+    ]
+
+
+def test_tables_from_rows():
+    rows = []
+    for seed in range(4):
+        rows += _rows("poincare", 2, seed, 0.3, 0.5 + 0.01 * seed)
+        rows += _rows("euclidean", 2, seed, 0.3, 0.4)
+    md = mammals_heads.table(rows)
+    assert "| poincare | 2 | 4 | 0.300 ± 0.000 | 0.515 ±" in md and "+21.5 ±" in md
+    paired = mammals_heads.paired_table(rows)
+    grpo_line = next(line for line in paired.splitlines() if "| grpo |" in line)
+    assert "| 2 | grpo | 4 | +11.5 |" in grpo_line
+    assert "+10.0, +11.0, +12.0, +13.0" in grpo_line
+
+
+def test_collapse_summary_counts_episodes_and_triggers():
+    episodes = {
+        "poincare_d2_s0": [{"length": 3, "reasons": ["KL spike"]}, {"length": 1, "reasons": ["KL spike", "format"]}],
+        "poincare_d2_s1": [],
+        "euclidean_d2_s0": [],
+    }
+    summary = mammals_heads.collapse_summary(episodes)
+    assert summary["poincare_d2"] == {
+        "runs": 2,
+        "runs_with_episode": 1,
+        "episodes": 2,
+        "steps_in_episode": 4,
+        "triggers": {"KL spike": 2, "format": 1},
+    }
+    assert summary["euclidean_d2"]["episodes"] == 0
+
+
+def test_export_curves_thins_and_keeps_evaluations(tmp_path):
+    keys = {k: 0.5 for k in mammals_heads.CURVE_KEYS}
+    lines = [json.dumps({"step": s, **keys, **({"eval/x/accuracy": 0.7} if s == 20 else {})}) for s in range(1, 21)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    mammals_heads.export_curves(tmp_path / "m.jsonl", tmp_path / "c.jsonl", every=10)
+    rows = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 20]
+    assert rows[0]["rate/reflection"] == 0.5 and any(r.get("eval/x/accuracy") == 0.7 for r in rows)
+
+
+def _distill_row(setup, init, seed, student, teacher=0.8, size="default"):
+    acc = {s: {"value": student, "ci": [student, student], "n": 10} for s in (*distill_mammals.HELD_OUT,)}
+    bias = {s: {"value": student, "ci": None, "n": 10} for s in distill_mammals.BIAS_SETS}
+    t = {s: {"value": teacher, "ci": None, "n": 10} for s in (*distill_mammals.HELD_OUT, *distill_mammals.BIAS_SETS)}
+    return {
+        "setup": setup, "init": init, "seed": seed, "size": size, "student_params": 100, "teacher_params": 1000,
+        "ratio": 0.1, "teacher": t, "student": {**bias, **acc}, "student_confidence": {"distill_seen": 0.9},
+    }  # fmt: skip
+
+
+def test_distillation_tables_from_rows():
+    rows = [_distill_row("student_grpo", "random", s, 0.2) for s in range(3)]
+    rows += [_distill_row("word_kd", "logmap", s, 0.6 + 0.02 * s) for s in range(3)]
+    md = distill_mammals.results_table(rows)
+    line = next(line for line in md.splitlines() if line.startswith("| word_kd"))
+    assert "| 3 |" in line and "0.620 ±" in line and "+42.0 [" in line  # paired vs student_grpo
+    assert "77.5 ±" in line  # retention 0.62 / 0.8
+    bias = distill_mammals.bias_table(rows)
+    assert "| teacher | — | 3 | 0.800 ± 0.000 | +0.0 ± 0.0" in bias
+    assert "0.900 / nan / nan" in bias  # a set a student was not scored on shows as nan, never a crash
