@@ -264,6 +264,49 @@ def reflection(sweep: Sweep, curves: Path) -> dict:
     return out
 
 
+def reflection_table(rows: list[dict], curves: Path, window: int = 100) -> str:
+    """Markdown: per cell, the share of sampled completions that retract over the first and the
+    last ``window`` GRPO steps (mean ± 95% t-CI over seeds), the share of good retractions over the
+    last window, and Spearman's ρ across seeds between the final reflection rate and the GRPO
+    held-out accuracy: does reflection rise, and do the seeds that reflect more answer better?"""
+    out = [
+        f"| cell | seeds | reflection, first {window} steps | reflection, last {window} steps | rise (points) "
+        f"| good retractions, last {window} | ρ(reflection, GRPO acc) | p |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for head, dim in _cells(rows):
+        first, last, good, acc = [], [], [], []
+        for seed in sorted({r["seed"] for r in rows if r["head"] == head and r["head_dim"] == dim}):
+            path = curves / f"{head}_d{dim}_s{seed}.jsonl"
+            if not path.exists():
+                continue
+            series = [json.loads(line) for line in path.read_text().splitlines()]
+            series = [r for r in series if "rate/reflection" in r]
+            end = max(r["step"] for r in series)
+            head_rows = [r for r in series if r["step"] <= window]
+            tail_rows = [r for r in series if r["step"] > end - window]
+            first.append(statistics.fmean(r["rate/reflection"] for r in head_rows))
+            last.append(statistics.fmean(r["rate/reflection"] for r in tail_rows))
+            retractions = sum(r.get("reflection/retractions", 0.0) for r in tail_rows)
+            good.append(sum(r.get("reflection/good", 0.0) for r in tail_rows) / retractions if retractions else None)
+            acc.append(per_seed([r for r in rows if r["head"] == head and r["head_dim"] == dim], [seed], "grpo")[0])
+        if not first:
+            continue
+        rise = [100 * (b - a) for a, b in zip(first, last, strict=True)]
+        (fm, fh), (lm, lh), (rm, rh) = mean_ci(first), mean_ci(last), mean_ci(rise)
+        known = [g for g in good if g is not None]
+        good_txt = f"{statistics.fmean(known):.2f}" if known else "—"
+        rho, p = ("—", "—")
+        if len(last) >= 3 and len(set(last)) > 1 and len(set(acc)) > 1:
+            res = stats.spearmanr(last, acc)
+            rho, p = f"{res.statistic:+.2f}", f"{res.pvalue:.3g}"
+        out.append(
+            f"| {head}_d{dim} | {len(first)} | {fm:.3f} ± {fh:.3f} | {lm:.3f} ± {lh:.3f} | {rm:+.1f} ± {rh:.1f} "
+            f"| {good_txt} | {rho} | {p} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------- statistics and tables
 
 
@@ -377,7 +420,7 @@ def collect(sweep: Sweep, results: Path) -> str:
     md = table(rows)
     if {"poincare", "euclidean"} <= {r["head"] for r in rows}:
         md += "\n" + paired_table(rows)
-    md += "\n" + collapse_table(summary)
+    md += "\n" + reflection_table(rows, curves) + "\n" + collapse_table(summary)
     (results / "table.md").write_text(md)
     return md
 
