@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-quick reproduce reproduce-embeddings reproduce-grpo-quick reproduce-distill-quick reproduce-heads figures lint bench docs wheel-check clean
+.PHONY: install test test-quick reproduce reproduce-embeddings reproduce-grpo-quick reproduce-distill-quick reproduce-heads reproduce-distill figures paper lint bench docs wheel-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,21 +27,25 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## the main job: the embeddings, the GRPO pipeline in a quick profile (about 2 min), and every
-## figure from the committed results (`make reproduce-heads` reruns the 18-run head sweep, ~1 h)
+## the main job: the embeddings, the GRPO pipeline in a quick profile (one run of the head sweep:
+## Poincaré head, dim 8, seed 0, about 3 min), a quick distillation of it, and every figure from the
+## committed results (`make reproduce-heads` reruns the 40-run head sweep, `make reproduce-distill`
+## the distillation experiment)
 reproduce: reproduce-embeddings reproduce-grpo-quick reproduce-distill-quick figures
 
 reproduce-embeddings: $(STAMP)
 	$(BIN)/python experiments/embed_mammals.py
 	$(BIN)/python figures/fig_poincare_mammals.py
 
-QUICK := --name quick_poincare --overwrite --set sft.epochs=10 --set grpo.steps=200 --set grpo.eval_every=50 \
-         --set grpo.checkpoint_every=100 --set eval.k=0
+# the head sweep's profile (experiments/configs/heads_sweep.toml) at dim 8, seed 0
+QUICK := --name quick_poincare --overwrite --set model.head_dim=8 --set tasks.warm_max_hops=4 --set sft.epochs=10 \
+         --set grpo.steps=400 --set grpo.eval_every=100 --set grpo.checkpoint_every=100 --set eval.k=0
 
 reproduce-grpo-quick: $(STAMP)
 	$(BIN)/hyperr1 train --config experiments/configs/mammals_poincare.toml $(QUICK) --quiet > /dev/null
+	$(BIN)/python scripts/show_lift.py runs/quick_poincare/results.json
 	$(BIN)/python figures/fig_grpo_curves.py runs/quick_poincare/grpo/metrics.jsonl \
-		--out figures/grpo_curves_quick.png --title "GRPO, quick profile (10 warm-start epochs, 200 steps)"
+		--out figures/grpo_curves_quick.png --title "GRPO, quick profile (Poincaré dim 8: 10 warm-start epochs, 400 steps)"
 	$(BIN)/hyperr1 viz --input runs/quick_poincare --data mammals --out figures/poincare_policy --quiet > /dev/null
 
 ## a quick distillation of the quick teacher into the 7.9%-size Euclidean student
@@ -50,15 +54,46 @@ reproduce-distill-quick: $(STAMP)
 		--name quick_distill --overwrite --set distill.steps=200 --set distill.lam=0 --set distill.lr=1e-2 \
 		--set distill.eval_every=100 --set distill.checkpoint_every=100 --quiet > /dev/null
 
+## the head comparison (40 runs, two workers sharing the grid; a killed sweep restarted skips the
+## finished runs and resumes the interrupted ones), then its tables and figures
 reproduce-heads: $(STAMP)
-	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 0 --threads 1 & \
-	$(BIN)/python experiments/mammals_heads.py --quiet --workers 2 --worker 1 --threads 1; wait
-	$(BIN)/python experiments/mammals_heads.py --quiet
+	mkdir -p runs
+	$(BIN)/python experiments/mammals_heads.py --quiet --threads 1 > runs/heads_worker0.log 2>&1 & \
+	$(BIN)/python experiments/mammals_heads.py --quiet --threads 1 > runs/heads_worker1.log 2>&1; wait
+	$(BIN)/python experiments/mammals_heads.py --collect-only
+	$(BIN)/python figures/fig_heads.py
+
+## the teacher recipe (about 15 min of CPU) and the distillation experiment on it (23 runs)
+reproduce-distill: $(STAMP)
+	mkdir -p runs
+	test -f runs/mammals_teacher/results.json || $(BIN)/hyperr1 train --config experiments/configs/mammals_teacher.toml --quiet
+	$(BIN)/python experiments/distill_mammals.py --quiet --threads 1 > runs/distill_worker0.log 2>&1 & \
+	$(BIN)/python experiments/distill_mammals.py --quiet --threads 1 > runs/distill_worker1.log 2>&1; wait
+	$(BIN)/python experiments/distill_mammals.py --collect-only
+	$(BIN)/python figures/fig_distill.py
 
 figures: $(STAMP)
 	$(BIN)/python figures/fig_heads.py
-	$(BIN)/python figures/fig_grpo_curves.py results/mammals_heads/curves/poincare_d8_s*.jsonl \
-		--out figures/grpo_curves.png --title "GRPO, Poincaré head, dim 8 (mean of 3 seeds)"
+	$(BIN)/python figures/fig_grpo_curves.py results/heads/curves/poincare_d8_s*.jsonl \
+		--out figures/grpo_curves.png --title "GRPO, Poincaré head, dim 8 (mean over the sweep's seeds)"
+	$(BIN)/python figures/fig_distill.py
+
+## the paper: every figure from the committed results, the generated tables and quoted numbers
+## (paper/generated/), then paper/hyperr1.pdf; installs LaTeX with apt when run as root and it is missing
+paper: $(STAMP)
+	$(MAKE) figures
+	$(BIN)/python paper/make_tables.py
+	@if ! command -v latexmk >/dev/null 2>&1 || ! command -v pdflatex >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+				texlive-latex-recommended texlive-fonts-recommended latexmk; \
+		else \
+			echo "error: make paper needs latexmk and pdflatex; install the Debian packages" \
+				"texlive-latex-recommended texlive-fonts-recommended latexmk" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error hyperr1.tex && latexmk -c hyperr1.tex
 
 lint: $(STAMP)
 	$(BIN)/ruff check hyperr1 tests experiments figures benchmarks scripts examples docs

@@ -20,9 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dict-dir", required=True, help="WordNet 3.0 dict dir (data.noun, ...)")
     parser.add_argument("--root", default="mammal.n.01", help="root synset, nltk-style name")
     parser.add_argument("--out", required=True, type=Path, help="TSV file to write")
-    parser.add_argument(
-        "--instances", action="store_true", help="also follow instance hypernyms (@i)"
-    )
+    parser.add_argument("--instances", action="store_true", help="also follow instance hypernyms (@i)")
     args = parser.parse_args(argv)
 
     h = Hierarchy.from_wordnet(args.dict_dir, args.root, instances=args.instances)
