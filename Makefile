@@ -53,6 +53,7 @@ reproduce-distill-quick: $(STAMP)
 	$(BIN)/hyperr1 distill --teacher runs/quick_poincare --config experiments/configs/distill_mammals.toml \
 		--name quick_distill --overwrite --set distill.steps=200 --set distill.lam=0 --set distill.lr=1e-2 \
 		--set distill.eval_every=100 --set distill.checkpoint_every=100 --quiet > /dev/null
+	$(BIN)/hyperr1 viz --input runs/quick_distill --data mammals --out figures/student_policy --quiet > /dev/null
 
 ## the head comparison (40 runs, two workers sharing the grid; a killed sweep restarted skips the
 ## finished runs and resumes the interrupted ones), then its tables and figures

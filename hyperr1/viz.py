@@ -169,13 +169,18 @@ def _record_data(directory: Path) -> str | None:
 
 
 def _policy_points(directory: Path, hierarchy: Hierarchy) -> tuple[torch.Tensor, float, int]:
-    """The Poincaré head's prototypes of the concepts, (N, k), their c and the head dimension k."""
+    """The concepts' points of a policy's output layer, (N, k), their c and the head dimension k.
+
+    A Poincaré head gives its prototypes p_v. A Euclidean head (a distilled student) gives its
+    output rows u_v mapped onto the unit ball by exp₀, the inverse of the log-map initialisation
+    u_v = log₀ p_v (:func:`hyperr1.distill.init_student_from_teacher`): where the student keeps the
+    teacher's arrangement, the two pictures agree.
+    """
+    from hyperr1.geometry import expmap0
     from hyperr1.model import HyperR1ForConditionalGeneration
     from hyperr1.tokenizer import concept_token_ids, load_tokenizer
 
     model = HyperR1ForConditionalGeneration.from_pretrained(directory)
-    if model.config.head != "poincare":
-        raise ValueError(f"{directory} holds a {model.config.head}-head policy; viz draws Poincaré heads")
     for d in (directory, *(up / "tokenizer" for up in (directory, directory.parent, directory.parent.parent))):
         if (d / "tokenizer.json").is_file():
             tokenizer = load_tokenizer(d)
@@ -183,14 +188,18 @@ def _policy_points(directory: Path, hierarchy: Hierarchy) -> tuple[torch.Tensor,
     else:
         raise FileNotFoundError(f"no tokenizer in {directory} or a tokenizer/ beside it")
     ids = concept_token_ids(tokenizer, hierarchy)
-    protos = model.head.prototypes.detach()[ids]  # (N, k)
-    return protos, float(model.head.ball.c.detach()), model.config.head_dim
+    if model.config.head == "poincare":
+        return model.head.prototypes.detach()[ids], float(model.head.ball.c.detach()), model.config.head_dim
+    rows = model.head.weight.detach().double()[ids]  # (N, k) Euclidean output rows u_v
+    return expmap0(rows, c=torch.tensor(1.0, dtype=torch.float64)).float(), 1.0, model.config.head_dim
 
 
 def _sources(path: Path) -> list[tuple[Path, str]]:
     """(directory, panel title) of what ``path`` holds: a train run is its warm start and policy."""
     if (path / "warm_start" / "model").is_dir() and (path / "policy").is_dir():
         return [(path / "warm_start" / "model", "after the warm start"), (path / "policy", "after GRPO")]
+    if (path / "student").is_dir() and (path / "distill").is_dir():  # a hyperr1 distill run
+        return [(path / "student", "distilled Euclidean student (exp₀ of its output rows)")]
     if (path / "embedding.safetensors").is_file():
         return [(path, path.name)]
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
@@ -219,7 +228,7 @@ def load_panels(cfg: VizConfig) -> tuple[list[Panel], Hierarchy]:
             c, label = float(meta["c"]), f"{title}: Poincaré embedding, dim {emb.shape[1]}"
         else:
             emb, c, k = _policy_points(directory, h)
-            label = f"{title}: head prototypes, dim {k}"
+            label = f"{title}: head prototypes, dim {k}" if "student" not in title else f"{title}, dim {k}"
         panels.append(to_panel(emb, h, c=c, title=label, center=cfg.center, seed=cfg.seed))
     return panels, h
 

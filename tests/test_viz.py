@@ -359,3 +359,25 @@ def test_tangent_pca_fitted_to_all_rows_is_the_plain_fit():
     y_sub, _ = disk.tangent_pca(x, center=x[0], fit=sub)  # any tangent point, any subset: still on the disk
     assert y_sub.shape == (80, 2) and y_sub.norm(dim=-1).max() < 1
     assert y_sub[0].norm() < 1e-12  # the tangent point lands on the origin
+
+
+def test_viz_of_a_distilled_student_maps_its_rows_back_with_exp0(run_dir, tree, tmp_path):
+    """A Euclidean student initialised from the teacher by the log map draws exactly the teacher's
+    picture: its rows are log₀ p_v, and viz maps them back with exp₀."""
+    from hyperr1.distill import init_student_from_teacher
+
+    h, tsv = tree
+    run, teacher = run_dir
+    tok = build_tokenizer(h)
+    student = build_policy(len(tok), **{**SMALL_MODEL, "head": "euclidean"})
+    init_student_from_teacher(student, teacher)
+    distill_run = tmp_path / "distill_run"
+    write_record(distill_run, {"data": str(tsv)}, kind="distill")
+    (distill_run / "distill").mkdir()
+    save_final_policy(student, tok, distill_run / "student")
+    assert cli_main(["viz", "--input", str(distill_run), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    title = page_data(tmp_path / "s.html")["panels"][0]["title"]
+    assert title.startswith("distilled Euclidean student") and "dim 4" in title
+    ours, _ = viz.load_panels(viz.VizConfig(input=str(distill_run), data=str(tsv)))
+    theirs, _ = viz.load_panels(viz.VizConfig(input=str(run / "policy"), data=str(tsv)))
+    torch.testing.assert_close(ours[0].points, theirs[0].points, atol=1e-5, rtol=1e-5)
