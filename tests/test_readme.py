@@ -103,3 +103,17 @@ def test_hyperr1_is_the_installed_wheel_not_the_checkout():
     import hyperr1
 
     assert "site-packages" in Path(hyperr1.__file__).parts
+
+
+def test_the_result_tables_are_the_results_files():
+    """Every README table block equals the results file it names (scripts/readme_tables.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tables", README.parent / "scripts" / "readme_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = README.read_text(encoding="utf-8")
+    assert mod.BLOCK.search(text), "the README has no generated result table"
+    assert mod.render(text) == text, "a README table is stale: run python scripts/readme_tables.py"
+    typed = "<!-- table: results/embeddings/table.md -->\n| typed |\n<!-- /table -->"
+    assert mod.render(typed) != typed
