@@ -40,21 +40,33 @@ LEVEL = 0.95  # confidence level of every interval: t over seeds here, bootstrap
 # with one (figures that may not exist yet) the fragment is the whole float, or, while the PDF is
 # missing, the sentence saying what draws it.
 FIGURES = {
-    "poincare_mammals": (0.9, r"\texttt{python figures/fig\_poincare\_mammals.py} (part of \texttt{make reproduce})",
-                         None),
+    "poincare_mammals": (
+        0.9,
+        r"\texttt{python figures/fig\_poincare\_mammals.py} (part of \texttt{make reproduce})",
+        None,
+    ),
     "poincare_policy": (1.0, r"\texttt{make reproduce-grpo-quick} (\texttt{hyperr1 viz} of the quick run)", None),
     "heads": (0.55, r"\texttt{make figures} (\texttt{figures/fig\_heads.py})", None),
     "grpo_curves": (0.9, r"\texttt{make figures} (\texttt{figures/fig\_grpo\_curves.py})", None),
     "grpo_curves_quick": (0.9, r"\texttt{make reproduce-grpo-quick}", None),
-    "heads_per_hop": (0.8, r"\texttt{make figures} (\texttt{figures/fig\_heads.py}), once "
-                           r"\nolinkurl{results/heads/runs.jsonl} holds finished runs",
-                      "Held-out accuracy per hop count for each head and head dimension."),
-    "reflection": (0.8, r"\texttt{make figures} (\texttt{figures/fig\_heads.py}), once "
-                        r"\nolinkurl{results/heads/reflection.json} exists",
-                   "Reflection rate and share of good retractions, per head."),
-    "distill_retention": (0.8, r"\texttt{make figures} (\texttt{figures/fig\_distill.py}), once "
-                               r"\nolinkurl{results/distill/runs.jsonl} exists",
-                          "Retention of held-out accuracy by the distilled students, per setup."),
+    "heads_per_hop": (
+        0.8,
+        r"\texttt{make figures} (\texttt{figures/fig\_heads.py}), once "
+        r"\nolinkurl{results/heads/runs.jsonl} holds finished runs",
+        "Held-out accuracy per hop count for each head and head dimension.",
+    ),
+    "reflection": (
+        0.8,
+        r"\texttt{make figures} (\texttt{figures/fig\_heads.py}), once "
+        r"\nolinkurl{results/heads/reflection.json} exists",
+        "Reflection rate and share of good retractions, per head.",
+    ),
+    "distill_retention": (
+        0.8,
+        r"\texttt{make figures} (\texttt{figures/fig\_distill.py}), once "
+        r"\nolinkurl{results/distill/runs.jsonl} exists",
+        "Retention of held-out accuracy by the distilled students, per setup.",
+    ),
 }
 
 # What produces each result file that may not exist yet
@@ -63,18 +75,31 @@ PRODUCERS = {
     "reflection": r"\texttt{make reproduce-heads} (issue 11), which writes \nolinkurl{results/heads/reflection.json}",
     "collapses": r"\texttt{make reproduce-heads} (issue 11), which writes \nolinkurl{results/heads/collapses.json}",
     "distill": r"\texttt{python} \nolinkurl{experiments/distill_mammals.py} (issue 12), which writes "
-               r"\nolinkurl{results/distill/runs.jsonl}",
-    **{f"bench_{name}": rf"\texttt{{python}} \nolinkurl{{benchmarks/bench_{name}.py}}"
-       + (" (needs gensim)" if name == "embeddings" else "") + ", whose printed JSON is to be saved there"
-       for name in ("grpo", "sampler", "head", "embeddings")},
+    r"\nolinkurl{results/distill/runs.jsonl}",
+    **{
+        f"bench_{name}": rf"\texttt{{python}} \nolinkurl{{benchmarks/bench_{name}.py}}"
+        + (" (needs gensim)" if name == "embeddings" else "")
+        + ", whose printed JSON is to be saved there"
+        for name in ("grpo", "sampler", "head", "embeddings")
+    },
 }
 
 # ---------------------------------------------------------------- formatting
 
 
 _UNICODE = {"η": r"$\eta$", "τ": r"$\tau$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\to$", "—": "---", "–": "--"}
-_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
-            "}": r"\}", "^": r"\^{}", "~": r"\~{}"}
+_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "^": r"\^{}",
+    "~": r"\~{}",
+}
 
 
 def tex(text: str) -> str:
@@ -153,9 +178,11 @@ def tabular(spec: str, header: list[str], rows: list[list[str]], *, size: str = 
 
 def float_table(table: str, caption: str, label: str) -> str:
     """A table float around a generated ``tabular``, shrunk to the line width only if wider."""
-    return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{caption}}}\n\\label{{{label}}}\n"
-            f"\\resizebox{{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}}{{!}}{{%\n"
-            f"{table.strip()}\n}}\n\\end{{table}}\n")
+    return (
+        f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{caption}}}\n\\label{{{label}}}\n"
+        f"\\resizebox{{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}}{{!}}{{%\n"
+        f"{table.strip()}\n}}\n\\end{{table}}\n"
+    )
 
 
 def pending(what: str, producer: str) -> str:
@@ -350,10 +377,22 @@ def sweep_plan() -> dict | None:
 
 
 # (section, key) of the settings every run of the paper shares; configs() checks that they agree
-SHARED = [("grpo", "num_generations"), ("grpo", "prompts_per_step"), ("grpo", "beta"), ("grpo", "epsilon_low"),
-          ("grpo", "epsilon_high"), ("grpo", "mu"), ("grpo", "loss_type"), ("grpo", "scale_rewards"),
-          ("grpo", "curriculum_start_hops"), ("grpo", "curriculum_threshold"), ("model", "d_model"),
-          ("tasks", "retraction_rate"), ("tasks", "warm_no_think_frac"), ("", "eval_min_hops")]
+SHARED = [
+    ("grpo", "num_generations"),
+    ("grpo", "prompts_per_step"),
+    ("grpo", "beta"),
+    ("grpo", "epsilon_low"),
+    ("grpo", "epsilon_high"),
+    ("grpo", "mu"),
+    ("grpo", "loss_type"),
+    ("grpo", "scale_rewards"),
+    ("grpo", "curriculum_start_hops"),
+    ("grpo", "curriculum_threshold"),
+    ("model", "d_model"),
+    ("tasks", "retraction_rate"),
+    ("tasks", "warm_no_think_frac"),
+    ("", "eval_min_hops"),
+]
 
 
 def configs(paper: Paper) -> None:
@@ -422,16 +461,28 @@ def configs(paper: Paper) -> None:
 def embeddings(paper: Paper) -> None:
     path = RESULTS / "embeddings" / "table.json"
     if not path.exists():
-        paper.fragment("embeddings_table", pending(r"\nolinkurl{results/embeddings/table.json}",
-                                                   r"\texttt{python experiments/embed\_mammals.py}"))
+        paper.fragment(
+            "embeddings_table",
+            pending(r"\nolinkurl{results/embeddings/table.json}", r"\texttt{python experiments/embed\_mammals.py}"),
+        )
         return
     rows = sorted(json.loads(path.read_text())["rows"], key=lambda r: (r["dim"], r["manifold"] != "poincare"))
 
     def secs(v):
         return "---" if v is None else f"{v:.0f}"
 
-    body = [[str(r["dim"]), HEAD_NAMES[r["manifold"]], f"{r['map']:.3f}", f"{r['mean_rank']:.2f}",
-             secs(r["train_seconds"]), secs(r["seconds_to_map_0.90"]), secs(r["seconds_to_map_0.95"])] for r in rows]
+    body = [
+        [
+            str(r["dim"]),
+            HEAD_NAMES[r["manifold"]],
+            f"{r['map']:.3f}",
+            f"{r['mean_rank']:.2f}",
+            secs(r["train_seconds"]),
+            secs(r["seconds_to_map_0.90"]),
+            secs(r["seconds_to_map_0.95"]),
+        ]
+        for r in rows
+    ]
     header = ["dim", "manifold", "MAP", "mean rank", "train s", r"s to MAP $0.90$", r"s to MAP $0.95$"]
     paper.fragment("embeddings_table", tabular("rlrrrrr", header, body))
     cell = {(r["manifold"], r["dim"]): r for r in rows}
@@ -454,13 +505,27 @@ def embeddings(paper: Paper) -> None:
 def nouns(paper: Paper) -> None:
     path = RESULTS / "embeddings_nouns" / "scaling.json"
     if not path.exists():
-        paper.fragment("nouns_scaling", pending(r"\nolinkurl{results/embeddings_nouns/scaling.json}",
-                                                r"\texttt{python experiments/embed\_nouns.py --scaling}"))
+        paper.fragment(
+            "nouns_scaling",
+            pending(
+                r"\nolinkurl{results/embeddings_nouns/scaling.json}",
+                r"\texttt{python experiments/embed\_nouns.py --scaling}",
+            ),
+        )
     else:
         data = json.loads(path.read_text())
-        body = [[r"\texttt{" + tex(r["root"]) + "}", count(r["nodes"]), count(r["pairs"]),
-                 f"{r['seconds_per_epoch']:.1f}", f"{r['cpu_seconds_per_epoch']:.1f}", f"{r['full_eval_seconds']:.1f}",
-                 f"{r['peak_rss_mb']:.0f}"] for r in data["rows"]]
+        body = [
+            [
+                r"\texttt{" + tex(r["root"]) + "}",
+                count(r["nodes"]),
+                count(r["pairs"]),
+                f"{r['seconds_per_epoch']:.1f}",
+                f"{r['cpu_seconds_per_epoch']:.1f}",
+                f"{r['full_eval_seconds']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+            ]
+            for r in data["rows"]
+        ]
         header = ["root", "nodes", "pairs", "wall s/epoch", "CPU s/epoch", "full eval s", "peak RSS MB"]
         paper.fragment("nouns_scaling", tabular("lrrrrrr", header, body))
         paper.macro("NounsAlphaTrain", f"{data['alpha_train_vs_pairs']:.2f}")
@@ -475,12 +540,15 @@ def nouns(paper: Paper) -> None:
     cfg = json.loads((run / "config.json").read_text())["config"]
     ref = m["reference_nickel_kiela"][str(cfg["dim"])]
     stopped = "it was stopped by its time budget" if cfg.get("max_seconds") else "it ran its full epoch budget"
-    paper.fragment("nouns_result", (
-        f"At dimension {cfg['dim']} the noun closure ({count(m['num_nodes'])} nodes, {count(m['num_pairs'])} pairs) "
-        f"reached MAP {m['map']:.3f} and mean rank {m['mean_rank']:.1f} after {m['epochs_run']} epochs "
-        f"({count(round(m['train_seconds']))} training seconds; {stopped}), against MAP {ref['map']:.3f} "
-        f"and mean rank {ref['mean_rank']:.2f} reported by \\citet{{nickel2017poincare}}.\n"
-    ))
+    paper.fragment(
+        "nouns_result",
+        (
+            f"At dimension {cfg['dim']} the noun closure ({count(m['num_nodes'])} nodes, {count(m['num_pairs'])} pairs) "
+            f"reached MAP {m['map']:.3f} and mean rank {m['mean_rank']:.1f} after {m['epochs_run']} epochs "
+            f"({count(round(m['train_seconds']))} training seconds; {stopped}), against MAP {ref['map']:.3f} "
+            f"and mean rank {ref['mean_rank']:.2f} reported by \\citet{{nickel2017poincare}}.\n"
+        ),
+    )
 
 
 # ---------------------------------------------------------------- teacher variants and diagnosis
@@ -493,8 +561,10 @@ def _acc(row: dict, phase: str, split: str) -> str:
 def teacher(paper: Paper) -> None:
     path = RESULTS / "teacher" / "variants.jsonl"
     if not path.exists():
-        paper.fragment("teacher_variants", pending(r"\nolinkurl{results/teacher/variants.jsonl}",
-                                                   r"\texttt{python experiments/teacher\_variants.py}"))
+        paper.fragment(
+            "teacher_variants",
+            pending(r"\nolinkurl{results/teacher/variants.jsonl}", r"\texttt{python experiments/teacher\_variants.py}"),
+        )
         return
     variants = read_jsonl(path)
     body = []
@@ -502,14 +572,26 @@ def teacher(paper: Paper) -> None:
         over = ", ".join(r"\texttt{" + tex(o) + "}" for o in r["overrides"]) or "---"
         if r.get("warm_from"):
             over += r" (warm start of \texttt{" + tex(r["warm_from"]) + "})"
-        body.append([
-            r"\texttt{" + tex(r["variant"]) + "}", over,
-            f"{_acc(r, 'warm_start', SPLITS[0])} / {_acc(r, 'warm_start', SPLITS[1])}",
-            f"{_acc(r, 'grpo', SPLITS[0])} / {_acc(r, 'grpo', SPLITS[1])}",
-            count(r["grpo_steps"]), f"{r['collapse_episodes']} / {r['rollbacks']}", f"{r['wall_s'] / 60:.0f}",
-        ])
-    header = ["variant", "overrides of the shipped config", r"\shortstack{warm start\\pair / subject}",
-              r"\shortstack{GRPO\\pair / subject}", "steps", r"\shortstack{episodes /\\rollbacks}", "min"]
+        body.append(
+            [
+                r"\texttt{" + tex(r["variant"]) + "}",
+                over,
+                f"{_acc(r, 'warm_start', SPLITS[0])} / {_acc(r, 'warm_start', SPLITS[1])}",
+                f"{_acc(r, 'grpo', SPLITS[0])} / {_acc(r, 'grpo', SPLITS[1])}",
+                count(r["grpo_steps"]),
+                f"{r['collapse_episodes']} / {r['rollbacks']}",
+                f"{r['wall_s'] / 60:.0f}",
+            ]
+        )
+    header = [
+        "variant",
+        "overrides of the shipped config",
+        r"\shortstack{warm start\\pair / subject}",
+        r"\shortstack{GRPO\\pair / subject}",
+        "steps",
+        r"\shortstack{episodes /\\rollbacks}",
+        "min",
+    ]
     paper.fragment("teacher_variants", tabular(r"lp{5.2cm}ccrcr", header, body, size=r"\scriptsize"))
     by_name = {r["variant"]: r for r in variants}
     t, b = by_name["teacher"], by_name["base"]
@@ -531,16 +613,29 @@ def teacher(paper: Paper) -> None:
 def diagnosis(paper: Paper) -> None:
     files = {name: RESULTS / "diagnosis" / f"{name}.json" for name in ("diag_base", "teacher")}
     if not all(p.exists() for p in files.values()):
-        paper.fragment("diagnosis_steps", pending(r"\nolinkurl{results/diagnosis/teacher.json}",
-                                                  r"\texttt{python experiments/diagnose.py runs/teacher/teacher}"))
+        paper.fragment(
+            "diagnosis_steps",
+            pending(
+                r"\nolinkurl{results/diagnosis/teacher.json}",
+                r"\texttt{python experiments/diagnose.py runs/teacher/teacher}",
+            ),
+        )
         return
     diag = {k: json.loads(p.read_text()) for k, p in files.items()}
     label = {"diag_base": "shipped config", "teacher": "teacher"}
     phase_label = {"warm_start": "warm start", "grpo": "GRPO"}
 
     # (d) teacher-forced step accuracy per step index
-    steps = sorted({int(i) for d in diag.values() for m in d["models"].values()
-                    for i, v in m["teacher_forced"]["step_by_index"].items() if v["n"]}, key=int)
+    steps = sorted(
+        {
+            int(i)
+            for d in diag.values()
+            for m in d["models"].values()
+            for i, v in m["teacher_forced"]["step_by_index"].items()
+            if v["n"]
+        },
+        key=int,
+    )
     body = []
     for name, d in diag.items():
         for phase, m in d["models"].items():
@@ -553,14 +648,18 @@ def diagnosis(paper: Paper) -> None:
     paper.macro("TeacherForcedSteps", count(n_steps))
 
     base_tf = diag["diag_base"]["models"]["warm_start"]["teacher_forced"]["step_by_index"]
-    warm_hops = int(resolved_config(ROOT / "experiments" / "configs" / "mammals_poincare.toml", "train")
-                    ["tasks"]["warm_max_hops"])
+    warm_hops = int(
+        resolved_config(ROOT / "experiments" / "configs" / "mammals_poincare.toml", "train")["tasks"]["warm_max_hops"]
+    )
     early = [v["value"] for i, v in base_tf.items() if int(i) <= warm_hops and v["n"]]
     late = [v["value"] for i, v in base_tf.items() if int(i) > warm_hops and v["n"]]
     paper.macro("BaseStepAccEarlyMin", f"{min(early):.2f}")
     paper.macro("BaseStepAccLateMax", f"{max(late):.2f}")
-    late_grpo = [v["value"] for i, v in diag["diag_base"]["models"]["grpo"]["teacher_forced"]["step_by_index"].items()
-                 if int(i) > warm_hops and v["n"]]
+    late_grpo = [
+        v["value"]
+        for i, v in diag["diag_base"]["models"]["grpo"]["teacher_forced"]["step_by_index"].items()
+        if int(i) > warm_hops and v["n"]
+    ]
     paper.macro("BaseStepAccLateMaxGRPO", f"{max(late_grpo):.2f}")
     valid = [m[s]["taxonomy"]["shares"]["correct"] for m in diag["diag_base"]["models"].values() for s in SPLITS]
     paper.macro("BaseValidShareMax", f"{max(valid):.3f}")
@@ -574,8 +673,10 @@ def diagnosis(paper: Paper) -> None:
         vals = [diag[n]["models"][p][s]["taxonomy"]["shares"][cat] for n, p in cols for s in SPLITS]
         if any(vals):
             body.append([tex(cat), *[f"{v:.3f}" for v in vals]])
-    header = ["outcome", *[f"{label[n]}, {phase_label[p]}, {s.removeprefix('test_unseen_')}" for n, p in cols
-                           for s in SPLITS]]
+    header = [
+        "outcome",
+        *[f"{label[n]}, {phase_label[p]}, {s.removeprefix('test_unseen_')}" for n, p in cols for s in SPLITS],
+    ]
     header = ["outcome"] + [r"\shortstack{" + h.replace(", ", r"\\") + "}" for h in header[1:]]
     paper.fragment("diagnosis_taxonomy", tabular("l" + "r" * (len(header) - 1), header, body, size=r"\scriptsize"))
 
@@ -592,8 +693,7 @@ def diagnosis(paper: Paper) -> None:
     paper.macro("TeacherAncestorPairAcc", f"{tg[SPLITS[0]]['accuracy']['by_task']['ancestor_k']['value']:.3f}")
 
     # per-hop accuracy of the teacher
-    hops = sorted({int(h) for m in (tw, tg) for s in SPLITS for h, v in m[s]["accuracy"]["by_hops"].items()
-                   if v["n"]})
+    hops = sorted({int(h) for m in (tw, tg) for s in SPLITS for h, v in m[s]["accuracy"]["by_hops"].items() if v["n"]})
     body = []
     for h in hops:
         row = [str(h)]
@@ -627,8 +727,10 @@ def _hop_cell(cell) -> tuple[float | None, float]:
 
 def _paired_seeds(rows: list[dict], dim: int) -> list[int]:
     """Seeds that both heads finished (both phases) at head dimension ``dim``."""
-    done = {h: {r["seed"] for r in rows if r["head"] == h and r["head_dim"] == dim and r["phase"] == "grpo"}
-            for h in HEAD_NAMES}
+    done = {
+        h: {r["seed"] for r in rows if r["head"] == h and r["head_dim"] == dim and r["phase"] == "grpo"}
+        for h in HEAD_NAMES
+    }
     return sorted(done["poincare"] & done["euclidean"])
 
 
@@ -643,27 +745,37 @@ def _heads_rows(results: Path) -> tuple[list[dict], str, str, str]:
     finished = len({(r["head"], r["head_dim"], r["seed"]) for r in rows if r["phase"] == "grpo"})
     spec = r"\nolinkurl{experiments/configs/heads_sweep.toml}"
     if any(len(_paired_seeds(rows, d)) >= 2 for d in {r["head_dim"] for r in rows}):
-        source = (f"The runs are those of the head sweep of {spec} (\\texttt{{make reproduce-heads}}; "
-                  "\\nolinkurl{results/heads/runs.jsonl}), with the settings of its column of Table~\\ref{tab:hyper}.")
+        source = (
+            f"The runs are those of the head sweep of {spec} (\\texttt{{make reproduce-heads}}; "
+            "\\nolinkurl{results/heads/runs.jsonl}), with the settings of its column of Table~\\ref{tab:hyper}."
+        )
         if plan and finished < plan["runs"]:
             source += f" The sweep is still running: {finished} of its {planned} are finished; the tables show those."
-        limitation = ("The head comparison uses a warm start and a GRPO budget chosen so that a run takes minutes "
-                      "(Table~\\ref{tab:hyper}), not the teacher recipe.")
+        limitation = (
+            "The head comparison uses a warm start and a GRPO budget chosen so that a run takes minutes "
+            "(Table~\\ref{tab:hyper}), not the teacher recipe."
+        )
         return rows, "results/heads/runs.jsonl", source, limitation
     if not prelim.exists():
         return [], "", pending("the head comparison", PRODUCERS["heads"]), ""
-    source = ("The runs are a preliminary sweep (\\nolinkurl{results/mammals_heads/runs.jsonl}) made with the shipped "
-              "configuration, whose warm start Section~\\ref{sec:diagnosis} finds to limit accuracy, so absolute "
-              "accuracies are low. ")
+    source = (
+        "The runs are a preliminary sweep (\\nolinkurl{results/mammals_heads/runs.jsonl}) made with the shipped "
+        "configuration, whose warm start Section~\\ref{sec:diagnosis} finds to limit accuracy, so absolute "
+        "accuracies are low. "
+    )
     if rows:
-        source += (f"The settled sweep of {spec} has finished {finished} of its {planned} "
-                   "(\\nolinkurl{results/heads/runs.jsonl}); this section switches to it once both heads have two "
-                   "paired seeds at a head dimension.")
+        source += (
+            f"The settled sweep of {spec} has finished {finished} of its {planned} "
+            "(\\nolinkurl{results/heads/runs.jsonl}); this section switches to it once both heads have two "
+            "paired seeds at a head dimension."
+        )
     else:
         source += pending("the settled comparison", PRODUCERS["heads"])
-    limitation = ("The head comparison shown is the preliminary sweep, run with the shipped warm start that the "
-                  "diagnosis identified as the limit on accuracy; its conclusion is provisional until the settled "
-                  "sweep is finished.")
+    limitation = (
+        "The head comparison shown is the preliminary sweep, run with the shipped warm start that the "
+        "diagnosis identified as the limit on accuracy; its conclusion is provisional until the settled "
+        "sweep is finished."
+    )
     return read_jsonl(prelim), "results/mammals_heads/runs.jsonl", source, limitation
 
 
@@ -684,8 +796,17 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
         gf = _per_seed(sel, seeds, "grpo", "format")
         li = [100 * (g - w) for g, w in zip(ga, wa, strict=True)]
         lift[head, dim] = mean_ci(li)[0]
-        body.append([HEAD_NAMES[head], str(dim), str(len(seeds)), pm(*mean_ci(wa)), pm(*mean_ci(ga)),
-                     pm(*mean_ci(li), digits=1, sign=True), pm(*mean_ci(gf))])
+        body.append(
+            [
+                HEAD_NAMES[head],
+                str(dim),
+                str(len(seeds)),
+                pm(*mean_ci(wa)),
+                pm(*mean_ci(ga)),
+                pm(*mean_ci(li), digits=1, sign=True),
+                pm(*mean_ci(gf)),
+            ]
+        )
     header = ["head", "dim", "seeds", "warm-start acc", "GRPO acc", "lift (points)", "GRPO format"]
     paper.fragment("heads_table", tabular("lrrcccc", header, body))
 
@@ -695,13 +816,23 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
         seeds = _paired_seeds(rows, dim)
         if not seeds:
             continue
-        acc = {h: _per_seed([r for r in rows if r["head"] == h and r["head_dim"] == dim], seeds, "grpo", "accuracy")
-               for h in HEAD_NAMES}
+        acc = {
+            h: _per_seed([r for r in rows if r["head"] == h and r["head_dim"] == dim], seeds, "grpo", "accuracy")
+            for h in HEAD_NAMES
+        }
         d = paired([100 * x for x in acc["poincare"]], [100 * x for x in acc["euclidean"]])
         diffs[dim] = d | {"n": len(seeds)}
         per_seed = ", ".join(f"{v:+.1f}" for v in d["per_seed"])
-        body.append([str(dim), str(len(seeds)), f"${d['mean']:+.1f}$", interval(d["lo"], d["hi"], 1, sign=True),
-                     pvalue(d["p"]), f"${per_seed}$"])
+        body.append(
+            [
+                str(dim),
+                str(len(seeds)),
+                f"${d['mean']:+.1f}$",
+                interval(d["lo"], d["hi"], 1, sign=True),
+                pvalue(d["p"]),
+                f"${per_seed}$",
+            ]
+        )
     header = ["dim", "seeds", r"Poincaré $-$ Euclidean (points)", f"{100 * LEVEL:g}\\% CI", "Wilcoxon $p$", "per seed"]
     paper.fragment("heads_paired", tabular("rrrccl", header, body))
 
@@ -709,8 +840,10 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
     n = diffs[large]["n"]
     above = [v for dim, d in diffs.items() if dim != small for v in d["per_seed"]]
     runs = len({(r["head"], r["head_dim"], r["seed"]) for r in rows if r["phase"] == "grpo"})
-    paper.macro("HeadsDims", " and ".join([", ".join(str(d) for d in dims[:-1]), str(dims[-1])] if len(dims) > 1
-                                         else [str(dims[0])]))
+    paper.macro(
+        "HeadsDims",
+        " and ".join([", ".join(str(d) for d in dims[:-1]), str(dims[-1])] if len(dims) > 1 else [str(dims[0])]),
+    )
     paper.macro("HeadsSeedCount", str(n))
     paper.macro("HeadsSmallestDim", str(small))
     paper.macro("HeadsLargestDim", str(large))
@@ -724,6 +857,7 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
     for head in HEAD_NAMES:
         paper.macro(f"HeadsLift{head.capitalize()}Largest", signed(lift[head, large]))
         paper.macro(f"HeadsLift{head.capitalize()}Smallest", signed(lift[head, small]))
+
     def cell_format(phase: str, key: tuple) -> float:
         return statistics.fmean(r["format"] for r in rows if r["phase"] == phase and (r["head"], r["head_dim"]) == key)
 
@@ -734,12 +868,15 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
     settled = rel == "results/heads/runs.jsonl"
     which = "the settled sweep" if settled else "a preliminary sweep with the shipped configuration"
     d, ci = diffs[large], interval(diffs[large]["lo"], diffs[large]["hi"], 1, sign=True)
-    paper.fragment("heads_abstract", (
-        f"In {which} ({runs} runs), the paired difference of held-out GRPO accuracy, Poincaré minus Euclidean head, "
-        f"is {signed(d['mean'])} points at head dimension {large} "
-        f"({100 * LEVEL:g}\\% $t$-interval {ci}, Wilcoxon $p = {pvalue(d['p'])}$, "
-        f"{n} seeds)."
-    ))
+    paper.fragment(
+        "heads_abstract",
+        (
+            f"In {which} ({runs} runs), the paired difference of held-out GRPO accuracy, Poincaré minus Euclidean head, "
+            f"is {signed(d['mean'])} points at head dimension {large} "
+            f"({100 * LEVEL:g}\\% $t$-interval {ci}, Wilcoxon $p = {pvalue(d['p'])}$, "
+            f"{n} seeds)."
+        ),
+    )
 
     hop_rows = [r for r in rows if r.get("per_hop") and r["phase"] == "grpo"]
     if not hop_rows:
@@ -760,8 +897,10 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
             cells.append(f"{statistics.fmean(per_seed):.2f}" if per_seed else "---")
         body.append([HEAD_NAMES[head], str(dim), *cells])
     table = tabular("lr" + "r" * len(hops), ["head", "dim", *[str(h) for h in hops]], body, size=r"\footnotesize")
-    caption = ("GRPO accuracy per hop count (the two held-out splits pooled, then the mean over seeds), from "
-               "\\nolinkurl{" + rel + "}.")
+    caption = (
+        "GRPO accuracy per hop count (the two held-out splits pooled, then the mean over seeds), from "
+        "\\nolinkurl{" + rel + "}."
+    )
     paper.fragment("heads_per_hop", float_table(table, caption, "tab:heads-per-hop"))
 
 
@@ -809,9 +948,18 @@ def reflection_table(data) -> str | None:
         if not c.get("step"):
             continue
         rate, good = c["reflection_rate"], [g for g in c.get("good_share", []) if g is not None]
-        body.append([head, dim, str(max(c["seeds"])), f"{c['step'][0]}--{c['step'][-1]}", f"{rate[0]:.3f}",
-                     f"{rate[-1]:.3f}", f"{statistics.fmean(rate):.3f}",
-                     f"{statistics.fmean(good):.3f}" if good else "---"])
+        body.append(
+            [
+                head,
+                dim,
+                str(max(c["seeds"])),
+                f"{c['step'][0]}--{c['step'][-1]}",
+                f"{rate[0]:.3f}",
+                f"{rate[-1]:.3f}",
+                f"{statistics.fmean(rate):.3f}",
+                f"{statistics.fmean(good):.3f}" if good else "---",
+            ]
+        )
     if not body:
         return None
     header = ["head", "dim", "seeds", "steps", "rate, first", "rate, last", "rate, mean", "good share, mean"]
@@ -824,22 +972,38 @@ def collapse_table(data) -> str | None:
     body = []
     for _, head, dim, c in _cells_of(data.get("summary", {})):
         triggers = ", ".join(f"{tex(k)}: {v}" for k, v in sorted(c.get("triggers", {}).items())) or "---"
-        body.append([head, dim, str(c["runs"]), str(c["runs_with_episode"]), str(c["episodes"]),
-                     str(c["steps_in_episode"]), triggers])
+        body.append(
+            [
+                head,
+                dim,
+                str(c["runs"]),
+                str(c["runs_with_episode"]),
+                str(c["episodes"]),
+                str(c["steps_in_episode"]),
+                triggers,
+            ]
+        )
     if not body:
         return None
-    return tabular("lrrrrrl", ["head", "dim", "runs", "with an episode", "episodes", "steps in episodes",
-                               "triggers"], body)
+    return tabular(
+        "lrrrrrl", ["head", "dim", "runs", "with an episode", "episodes", "steps in episodes", "triggers"], body
+    )
 
 
 def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
     specs = {
-        "reflection": (reflection_table, "Reflection during GRPO, per head and head dimension: the share of "
-                       "sampled completions with a \\texttt{wait} retraction (mean over seeds) at the first and the "
-                       "last logged step and over training, and the share of retractions that replace a wrong step "
-                       "by a true parent edge, from \\nolinkurl{results/heads/reflection.json}."),
-        "collapses": (collapse_table, "Collapse-guard episodes of the head sweep, per head and head dimension, "
-                      "from \\nolinkurl{results/heads/collapses.json}."),
+        "reflection": (
+            reflection_table,
+            "Reflection during GRPO, per head and head dimension: the share of "
+            "sampled completions with a \\texttt{wait} retraction (mean over seeds) at the first and the "
+            "last logged step and over training, and the share of retractions that replace a wrong step "
+            "by a true parent edge, from \\nolinkurl{results/heads/reflection.json}.",
+        ),
+        "collapses": (
+            collapse_table,
+            "Collapse-guard episodes of the head sweep, per head and head dimension, "
+            "from \\nolinkurl{results/heads/collapses.json}.",
+        ),
     }
     for name, (render, caption) in specs.items():
         path = results / "heads" / f"{name}.json"
@@ -860,8 +1024,13 @@ def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
 
 
 SETUPS = ("sft_only", "student_grpo", "seq_kd", "word_kd", "gkd")  # the order of experiments/distill_mammals.py
-SHORT = {"test_unseen_pair": "pair", "test_unseen_subject": "subject", "test_unseen_subtree": "subtree",
-         "distill_unseen": "unseen", "distill_subtree": "subtree"}
+SHORT = {
+    "test_unseen_pair": "pair",
+    "test_unseen_subject": "subject",
+    "test_unseen_subtree": "subtree",
+    "distill_unseen": "unseen",
+    "distill_subtree": "subtree",
+}
 
 
 def _acc_of(r: dict, who: str, split: str) -> float | None:
@@ -888,14 +1057,20 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
     main = [r for r in runs if r.get("size", "default") == "default"]
     held = [*SPLITS, *(["test_unseen_subtree"] if any("test_unseen_subtree" in r["student"] for r in main) else [])]
     against = [s for s in ("distill_unseen", "distill_subtree") if any(s in r["student"] for r in main)]
-    groups = sorted({(r["setup"], r["init"]) for r in main},
-                    key=lambda k: (SETUPS.index(k[0]) if k[0] in SETUPS else len(SETUPS), k))
+    groups = sorted(
+        {(r["setup"], r["init"]) for r in main},
+        key=lambda k: (SETUPS.index(k[0]) if k[0] in SETUPS else len(SETUPS), k),
+    )
 
     retention_rows, bias_rows = [], []
     for setup, init in groups:
         sel = [r for r in main if r["setup"] == setup and r["init"] == init]
-        row = [r"\texttt{" + tex(setup) + "}", tex(init), str(len(sel)),
-               f"{100 * statistics.fmean(r['ratio'] for r in sel):.1f}\\%"]
+        row = [
+            r"\texttt{" + tex(setup) + "}",
+            tex(init),
+            str(len(sel)),
+            f"{100 * statistics.fmean(r['ratio'] for r in sel):.1f}\\%",
+        ]
         for split in held:
             teacher, student = ([_acc_of(r, who, split) for r in sel] for who in ("teacher", "student"))
             kept = [s / t for s, t in zip(student, teacher, strict=True) if s is not None and t]
@@ -905,8 +1080,11 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
         for who in ("teacher", "student"):
             bias.append(_summary([_acc_of(r, who, "distill_seen") for r in sel]))
             for other in against:
-                gap = [_acc_of(r, who, "distill_seen") - _acc_of(r, who, other) for r in sel
-                       if _acc_of(r, who, "distill_seen") is not None and _acc_of(r, who, other) is not None]
+                gap = [
+                    _acc_of(r, who, "distill_seen") - _acc_of(r, who, other)
+                    for r in sel
+                    if _acc_of(r, who, "distill_seen") is not None and _acc_of(r, who, other) is not None
+                ]
                 bias.append(pm(*mean_ci(gap), sign=True) if gap else "---")
         conf = [r.get("student_confidence") or {} for r in sel]
         for key in ("seen", "unseen"):
@@ -927,11 +1105,17 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
         f"(mean $\\pm$ {100 * LEVEL:g}\\% $t$-interval over runs; ``kept'' is student / teacher accuracy, "
         "averaged over runs), and Table~\\ref{tab:distill-bias} the gap between the distillation prompts (seen) "
         "and training queries that were not used as prompts (unseen) or that come from the held-out subtree.\n\n"
-        + float_table(retention, "Distillation: held-out accuracy of teacher and student, from "
-                      "\\nolinkurl{results/distill/runs.jsonl}.", "tab:distill-retention")
-        + float_table(bias, "Benchmark bias: accuracy on the distillation prompts (seen), its gap to the other "
-                      "sets, and the student's confidence, from \\nolinkurl{results/distill/runs.jsonl}.",
-                      "tab:distill-bias")
+        + float_table(
+            retention,
+            "Distillation: held-out accuracy of teacher and student, from \\nolinkurl{results/distill/runs.jsonl}.",
+            "tab:distill-retention",
+        )
+        + float_table(
+            bias,
+            "Benchmark bias: accuracy on the distillation prompts (seen), its gap to the other "
+            "sets, and the student's confidence, from \\nolinkurl{results/distill/runs.jsonl}.",
+            "tab:distill-bias",
+        )
     )
     sized = sorted({r.get("size", "default") for r in runs} - {"default"})
     if sized:
@@ -939,23 +1123,44 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
         for size in sized:
             sel = [r for r in runs if r.get("size") == size]
             student = [statistics.fmean(_acc_of(r, "student", s) for s in SPLITS) for r in sel]
-            kept = [statistics.fmean(_acc_of(r, "student", s) for s in SPLITS)
-                    / statistics.fmean(_acc_of(r, "teacher", s) for s in SPLITS) for r in sel]
-            body.append([tex(size), r"\texttt{" + tex(sel[0]["setup"]) + "}", count(sel[0]["student_params"]),
-                         f"{100 * sel[0]['ratio']:.1f}\\%", str(len(sel)), pm(*mean_ci(student)),
-                         f"{statistics.fmean(kept):.2f}"])
-        table = tabular("llrrrcr", ["size", "setup", "parameters", "share", "runs", "student held-out", "kept"],
-                        body, size=r"\scriptsize")
-        text += float_table(table, "Retention against student size (held-out accuracy, mean of the two "
-                            "splits), from \\nolinkurl{results/distill/runs.jsonl}.", "tab:distill-sizes")
+            kept = [
+                statistics.fmean(_acc_of(r, "student", s) for s in SPLITS)
+                / statistics.fmean(_acc_of(r, "teacher", s) for s in SPLITS)
+                for r in sel
+            ]
+            body.append(
+                [
+                    tex(size),
+                    r"\texttt{" + tex(sel[0]["setup"]) + "}",
+                    count(sel[0]["student_params"]),
+                    f"{100 * sel[0]['ratio']:.1f}\\%",
+                    str(len(sel)),
+                    pm(*mean_ci(student)),
+                    f"{statistics.fmean(kept):.2f}",
+                ]
+            )
+        table = tabular(
+            "llrrrcr",
+            ["size", "setup", "parameters", "share", "runs", "student held-out", "kept"],
+            body,
+            size=r"\scriptsize",
+        )
+        text += float_table(
+            table,
+            "Retention against student size (held-out accuracy, mean of the two "
+            "splits), from \\nolinkurl{results/distill/runs.jsonl}.",
+            "tab:distill-sizes",
+        )
     paper.fragment("distill", text)
 
 
 def speed(paper: Paper, results: Path = RESULTS) -> None:
     path = results / "bench_distill.json"
     if not path.exists():
-        paper.fragment("speed_distill", pending(r"\nolinkurl{results/bench_distill.json}",
-                                                r"\texttt{python benchmarks/bench\_distill.py}"))
+        paper.fragment(
+            "speed_distill",
+            pending(r"\nolinkurl{results/bench_distill.json}", r"\texttt{python benchmarks/bench\_distill.py}"),
+        )
     else:
         b = json.loads(path.read_text())
         reps = b["repeats"]
@@ -1003,8 +1208,16 @@ def figures(paper: Paper, root: Path = ROOT) -> None:
             body = graphic if exists else r"\fbox{\parbox{0.9\linewidth}{\centering\small " + missing + "}}"
         elif exists:
             label = "fig:" + name.replace("_", "-")
-            body = "\n".join([r"\begin{figure}[tbp]", r"\centering", graphic, rf"\caption{{{caption}}}",
-                              rf"\label{{{label}}}", r"\end{figure}"])
+            body = "\n".join(
+                [
+                    r"\begin{figure}[tbp]",
+                    r"\centering",
+                    graphic,
+                    rf"\caption{{{caption}}}",
+                    rf"\label{{{label}}}",
+                    r"\end{figure}",
+                ]
+            )
         else:
             body = f"Figure: {caption[0].lower()}{caption[1:]} {missing}"
         paper.fragment(f"fig_{name}", body)

@@ -31,9 +31,31 @@ ALLOWED_WORDS = {
 }
 # Commands whose arguments (optional and braced) are references, files or layout, never results
 SKIPPED_ARGUMENTS = (
-    "ref", "eqref", "label", "cite", "citet", "citep", "citealp", "citeauthor", "citeyear", "includegraphics",
-    "input", "include", "usepackage", "documentclass", "begin", "end", "setlength", "vspace", "hspace",
-    "bibliographystyle", "bibliography", "newcommand", "renewcommand", "DeclareMathOperator", "resizebox",
+    "ref",
+    "eqref",
+    "label",
+    "cite",
+    "citet",
+    "citep",
+    "citealp",
+    "citeauthor",
+    "citeyear",
+    "includegraphics",
+    "input",
+    "include",
+    "usepackage",
+    "documentclass",
+    "begin",
+    "end",
+    "setlength",
+    "vspace",
+    "hspace",
+    "bibliographystyle",
+    "bibliography",
+    "newcommand",
+    "renewcommand",
+    "DeclareMathOperator",
+    "resizebox",
     "setcounter",
 )
 DIMENSION = re.compile(r"\d*\.?\d+\s*(?:\\(?:text|line|column)width|\\(?:text|paper)height|pt|em|ex|cm|mm|in|bp)\b")
@@ -44,9 +66,43 @@ MATH = re.compile(
 MATH_CONSTANTS = {"0", "1", "2"}  # exp_0, 1 - c|x|^2, the 2 of the distance: constants of formulas
 # LaTeX's own macros that start with an uppercase letter (everything else uppercase is ours)
 BUILTINS = {
-    "LaTeX", "TeX", "Large", "LARGE", "Huge", "S", "P", "Big", "Bigg", "Bigl", "Bigr", "Biggl", "Biggr", "Vert",
-    "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega", "Leftarrow",
-    "Rightarrow", "Longrightarrow", "Re", "Im", "Pr", "AA", "AE", "OE", "O", "L", "DeclareMathOperator",
+    "LaTeX",
+    "TeX",
+    "Large",
+    "LARGE",
+    "Huge",
+    "S",
+    "P",
+    "Big",
+    "Bigg",
+    "Bigl",
+    "Bigr",
+    "Biggl",
+    "Biggr",
+    "Vert",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Xi",
+    "Pi",
+    "Sigma",
+    "Upsilon",
+    "Phi",
+    "Psi",
+    "Omega",
+    "Leftarrow",
+    "Rightarrow",
+    "Longrightarrow",
+    "Re",
+    "Im",
+    "Pr",
+    "AA",
+    "AE",
+    "OE",
+    "O",
+    "L",
+    "DeclareMathOperator",
 }
 
 
@@ -220,7 +276,11 @@ def _cell(value):
 def _distill_row(setup, init, seed, student, teacher=0.8):
     splits = ("test_unseen_pair", "test_unseen_subject", "distill_seen", "distill_unseen")
     return {
-        "setup": setup, "init": init, "seed": seed, "student_params": 27771, "teacher_params": 353065,
+        "setup": setup,
+        "init": init,
+        "seed": seed,
+        "student_params": 27771,
+        "teacher_params": 353065,
         "ratio": 27771 / 353065,
         "teacher": {s: _cell(teacher) for s in splits},
         "student": {s: _cell(student + (0.1 if s == "distill_seen" else 0.0)) for s in splits},
@@ -282,8 +342,18 @@ def _head_rows(heads=("poincare", "euclidean"), seeds=range(3), dim=16):
             for phase in ("warm_start", "grpo"):
                 acc = 0.5 if phase == "warm_start" else 0.5 + (0.3 if head == "poincare" else 0.1) + 0.01 * seed
                 for split in make_tables.SPLITS:
-                    rows.append({"head": head, "head_dim": dim, "seed": seed, "phase": phase, "split": split,
-                                 "accuracy": acc, "format": 1.0, "per_hop": {"3": [acc, 100], "4": [acc - 0.1, 50]}})
+                    rows.append(
+                        {
+                            "head": head,
+                            "head_dim": dim,
+                            "seed": seed,
+                            "phase": phase,
+                            "split": split,
+                            "accuracy": acc,
+                            "format": 1.0,
+                            "per_hop": {"3": [acc, 100], "4": [acc - 0.1, 50]},
+                        }
+                    )
     return rows
 
 
@@ -300,12 +370,22 @@ def test_an_unfinished_settled_sweep_leaves_the_preliminary_one_in_place(tmp_pat
 
 def test_reflection_and_collapse_tables_from_the_sweep_files(tmp_path):
     (tmp_path / "heads").mkdir()
-    reflection = {"poincare_d8": {"step": [10, 20], "seeds": [2, 2], "reflection_rate": [0.1, 0.3],
-                                  "good_share": [None, 0.5]},
-                  "euclidean_d8": {"step": [], "seeds": [], "reflection_rate": [], "good_share": []}}
-    collapses = {"summary": {"euclidean_d2": {"runs": 2, "runs_with_episode": 1, "episodes": 3,
-                                              "steps_in_episode": 4, "triggers": {"kl_spike": 3}}},
-                 "episodes": {}}
+    reflection = {
+        "poincare_d8": {"step": [10, 20], "seeds": [2, 2], "reflection_rate": [0.1, 0.3], "good_share": [None, 0.5]},
+        "euclidean_d8": {"step": [], "seeds": [], "reflection_rate": [], "good_share": []},
+    }
+    collapses = {
+        "summary": {
+            "euclidean_d2": {
+                "runs": 2,
+                "runs_with_episode": 1,
+                "episodes": 3,
+                "steps_in_episode": 4,
+                "triggers": {"kl_spike": 3},
+            }
+        },
+        "episodes": {},
+    }
     (tmp_path / "heads" / "reflection.json").write_text(json.dumps(reflection))
     (tmp_path / "heads" / "collapses.json").write_text(json.dumps(collapses))
     paper = make_tables.Paper()
