@@ -97,7 +97,7 @@ paper: $(STAMP)
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error hyperr1.tex && latexmk -c hyperr1.tex
 
 lint: $(STAMP)
-	$(BIN)/ruff check hyperr1 tests experiments figures benchmarks scripts examples docs
+	$(BIN)/ruff check hyperr1 tests experiments figures benchmarks scripts examples docs paper
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_head.py

@@ -543,7 +543,8 @@ def nouns(paper: Paper) -> None:
     paper.fragment(
         "nouns_result",
         (
-            f"At dimension {cfg['dim']} the noun closure ({count(m['num_nodes'])} nodes, {count(m['num_pairs'])} pairs) "
+            f"At dimension {cfg['dim']} the noun closure ({count(m['num_nodes'])} nodes, "
+            f"{count(m['num_pairs'])} pairs) "
             f"reached MAP {m['map']:.3f} and mean rank {m['mean_rank']:.1f} after {m['epochs_run']} epochs "
             f"({count(round(m['train_seconds']))} training seconds; {stopped}), against MAP {ref['map']:.3f} "
             f"and mean rank {ref['mean_rank']:.2f} reported by \\citet{{nickel2017poincare}}.\n"
@@ -871,7 +872,8 @@ def heads(paper: Paper, results: Path = RESULTS) -> None:
     paper.fragment(
         "heads_abstract",
         (
-            f"In {which} ({runs} runs), the paired difference of held-out GRPO accuracy, Poincaré minus Euclidean head, "
+            f"In {which} ({runs} runs), the paired difference of held-out GRPO accuracy, "
+            "Poincaré minus Euclidean head, "
             f"is {signed(d['mean'])} points at head dimension {large} "
             f"({100 * LEVEL:g}\\% $t$-interval {ci}, Wilcoxon $p = {pvalue(d['p'])}$, "
             f"{n} seeds)."
