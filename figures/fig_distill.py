@@ -66,7 +66,7 @@ def main() -> None:
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out.with_suffix(".png"), dpi=150)
-    fig.savefig(args.out.with_suffix(".pdf"))
+    fig.savefig(args.out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
     print(f"wrote {args.out.with_suffix('.png')}")
 
 

@@ -34,7 +34,7 @@ def _save(fig, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=150)
-    fig.savefig(out.with_suffix(".pdf"))
+    fig.savefig(out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
     plt.close(fig)
     print(f"wrote {out.with_suffix('.png')}")
 
