@@ -168,8 +168,9 @@ def _record_data(directory: Path) -> str | None:
     return None
 
 
-def _policy_points(directory: Path, hierarchy: Hierarchy) -> tuple[torch.Tensor, float, int]:
-    """The concepts' points of a policy's output layer, (N, k), their c and the head dimension k.
+def _policy_points(directory: Path, hierarchy: Hierarchy) -> tuple[torch.Tensor, float, int, str]:
+    """The concepts' points of a policy's output layer, (N, k), their c, the head dimension k and
+    what the points are (for the panel's title).
 
     A Poincaré head gives its prototypes p_v. A Euclidean head (a distilled student) gives its
     output rows u_v mapped onto the unit ball by exp₀, the inverse of the log-map initialisation
@@ -188,10 +189,12 @@ def _policy_points(directory: Path, hierarchy: Hierarchy) -> tuple[torch.Tensor,
     else:
         raise FileNotFoundError(f"no tokenizer in {directory} or a tokenizer/ beside it")
     ids = concept_token_ids(tokenizer, hierarchy)
+    k = model.config.head_dim
     if model.config.head == "poincare":
-        return model.head.prototypes.detach()[ids], float(model.head.ball.c.detach()), model.config.head_dim
+        return model.head.prototypes.detach()[ids], float(model.head.ball.c.detach()), k, "head prototypes"
     rows = model.head.weight.detach().double()[ids]  # (N, k) Euclidean output rows u_v
-    return expmap0(rows, c=torch.tensor(1.0, dtype=torch.float64)).float(), 1.0, model.config.head_dim
+    points = expmap0(rows, c=torch.tensor(1.0, dtype=torch.float64)).float()
+    return points, 1.0, k, "exp₀ of its Euclidean output rows"
 
 
 def _sources(path: Path) -> list[tuple[Path, str]]:
@@ -199,7 +202,7 @@ def _sources(path: Path) -> list[tuple[Path, str]]:
     if (path / "warm_start" / "model").is_dir() and (path / "policy").is_dir():
         return [(path / "warm_start" / "model", "after the warm start"), (path / "policy", "after GRPO")]
     if (path / "student").is_dir() and (path / "distill").is_dir():  # a hyperr1 distill run
-        return [(path / "student", "distilled Euclidean student (exp₀ of its output rows)")]
+        return [(path / "student", "distilled Euclidean student")]
     if (path / "embedding.safetensors").is_file():
         return [(path, path.name)]
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
@@ -227,8 +230,8 @@ def load_panels(cfg: VizConfig) -> tuple[list[Panel], Hierarchy]:
                 raise ValueError(f"{directory} embeds other nodes than the hierarchy {data!r}")
             c, label = float(meta["c"]), f"{title}: Poincaré embedding, dim {emb.shape[1]}"
         else:
-            emb, c, k = _policy_points(directory, h)
-            label = f"{title}: head prototypes, dim {k}" if "student" not in title else f"{title}, dim {k}"
+            emb, c, k, what = _policy_points(directory, h)
+            label = f"{title}: {what}, dim {k}"
         panels.append(to_panel(emb, h, c=c, title=label, center=cfg.center, seed=cfg.seed))
     return panels, h
 
@@ -324,7 +327,7 @@ def plot_panels(panels: list[Panel], hierarchy: Hierarchy, path: str | Path, *, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=170)
-    fig.savefig(path.with_suffix(".pdf"))
+    fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
     plt.close(fig)
     return path
 

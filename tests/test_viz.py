@@ -377,7 +377,7 @@ def test_viz_of_a_distilled_student_maps_its_rows_back_with_exp0(run_dir, tree, 
     save_final_policy(student, tok, distill_run / "student")
     assert cli_main(["viz", "--input", str(distill_run), "--out", str(tmp_path / "s"), "--quiet"]) == 0
     title = page_data(tmp_path / "s.html")["panels"][0]["title"]
-    assert title.startswith("distilled Euclidean student") and "dim 4" in title
+    assert title.startswith("distilled Euclidean student") and "exp₀" in title and "dim 4" in title
     ours, _ = viz.load_panels(viz.VizConfig(input=str(distill_run), data=str(tsv)))
     theirs, _ = viz.load_panels(viz.VizConfig(input=str(run / "policy"), data=str(tsv)))
     torch.testing.assert_close(ours[0].points, theirs[0].points, atol=1e-5, rtol=1e-5)
