@@ -164,7 +164,7 @@ def export_curves(metrics: Path, out: Path, every: int = 10) -> None:
     ``every`` steps (labelled by the block's last step) and every evaluation row's accuracies."""
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     lines = []
-    for i in range(0, len(rows) - every + 1, every):
+    for i in range(0, len(rows), every):  # the last block may be shorter
         block = rows[i : i + every]
         means = {k: statistics.fmean(r[k] for r in block) for k in CURVE_KEYS if all(k in r for r in block)}
         lines.append({"step": block[-1]["step"], **means})
@@ -282,6 +282,8 @@ def reflection_table(rows: list[dict], curves: Path, window: int = 100) -> str:
                 continue
             series = [json.loads(line) for line in path.read_text().splitlines()]
             series = [r for r in series if "rate/reflection" in r]
+            if not series:  # curves written before the reflection metrics existed
+                continue
             end = max(r["step"] for r in series)
             head_rows = [r for r in series if r["step"] <= window]
             tail_rows = [r for r in series if r["step"] > end - window]

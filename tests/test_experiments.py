@@ -127,3 +127,16 @@ def test_distillation_tables_from_rows():
     bias = distill_mammals.bias_table(rows)
     assert "| teacher | — | 3 | 0.800 ± 0.000 | +0.0 ± 0.0" in bias
     assert "0.900 / nan / nan" in bias  # a set a student was not scored on shows as nan, never a crash
+
+
+def test_short_runs_keep_their_curves_and_old_curves_do_not_break_the_reflection_table(tmp_path):
+    keys = {k: 0.25 for k in mammals_heads.CURVE_KEYS}
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"step": s, **keys}) + "\n" for s in range(1, 5)))
+    mammals_heads.export_curves(tmp_path / "m.jsonl", tmp_path / "curves" / "poincare_d2_s0.jsonl", every=10)
+    rows = [json.loads(line) for line in (tmp_path / "curves" / "poincare_d2_s0.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4] and rows[0]["rate/reflection"] == 0.25  # 4 steps: one short block
+    (tmp_path / "curves" / "poincare_d2_s1.jsonl").write_text(json.dumps({"step": 10, "reward/total": 0.5}) + "\n")
+    table = mammals_heads.reflection_table(
+        _rows("poincare", 2, 0, 0.3, 0.4) + _rows("poincare", 2, 1, 0.3, 0.4), tmp_path / "curves"
+    )
+    assert "| poincare_d2 | 1 | 0.250 ± 0.000 | 0.250 ± 0.000 |" in table  # the seed without reflection is skipped
