@@ -75,8 +75,13 @@ class PoincareBall(geoopt.PoincareBall):
         self.boundary_eps = boundary_eps
 
     def projx(self, x: torch.Tensor, *, dim=-1) -> torch.Tensor:
-        eps = -1.0 if self.boundary_eps is None else self.boundary_eps  # -1: geoopt's default
-        return geoopt.manifolds.stereographic.math.project(x, k=self.k, dim=dim, eps=eps)
+        """Radial projection onto norm ≤ (1 − ε)/√c, the radius computed in ``x``'s dtype: geoopt's
+        ``project`` computes it from the float32 curvature, which rounds 1 − 1e-10 to 1 (points
+        on the boundary itself) and 1 − 1e-5 to 0.99998999."""
+        eps = _BALL_EPS.get(x.dtype, 1e-5) if self.boundary_eps is None else self.boundary_eps
+        max_norm = (1 - eps) / self.c.to(x.dtype).sqrt()
+        norm = x.norm(dim=dim, keepdim=True).clamp_min(1e-15)  # guard: 0/0 at the origin
+        return torch.where(norm > max_norm, x / norm * max_norm, x)
 
     def retr(self, x: torch.Tensor, u: torch.Tensor, *, dim=-1) -> torch.Tensor:
         """First-order retraction x + u, projected (Nickel & Kiela 2017, eq. 5)."""
