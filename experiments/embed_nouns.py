@@ -60,6 +60,8 @@ class NounsConfig:
     lr: float = 4.0  # η after burn-in, on the batch mean (4 beat 2, 8, 24 on animal.n.01 over 20–30 epochs)
     burnin_epochs: int = 1  # epochs at η/10 (one noun epoch is 743k pair updates)
     negatives: int = 50  # K negatives per pair
+    lr_decay: str = "none"  # "linear" (to 0 at --epochs) or "none" after burn-in
+    kernel: str = "auto"  # the SGD step: "native" (C), "eager" (PyTorch ops) or "auto"
     eval_every: int = 3  # epochs between (sampled) evaluations
     eval_sample: int = 2000  # nodes ranked against all nodes in periodic evaluations
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -79,6 +81,8 @@ class NounsConfig:
             lr=self.lr,
             burnin_epochs=self.burnin_epochs,
             negatives=self.negatives,
+            lr_decay=self.lr_decay,
+            kernel=self.kernel,
             eval_every=self.eval_every,
             eval_sample=self.eval_sample,
             max_seconds=self.budget,

@@ -12,6 +12,8 @@ the sampler a single vectorised ``randint``. The first ``burnin_epochs`` run at
 with Euclidean distance as the baseline. Riemannian SGD updates only the rows a batch touches
 (:func:`sparse_sgd_step`), so an epoch costs O(P·K·d) for P pairs whatever the number of nodes;
 it is the same update as geoopt's dense ``RiemannianSGD``, which Adam (and ``negatives=0``) use.
+``kernel="auto"`` runs that step as one fused C pass per pair on the CPU
+(:class:`hyperr1.native.EmbedStep`; the same numbers up to the order of sums).
 
 Reconstruction evaluation (sec. 4.1): for every node u with at least one ancestor, each true
 ancestor v is ranked by d(u, ·) among v itself and all of u's *non-neighbours* (nodes that are
@@ -27,6 +29,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,13 +40,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from hyperr1 import geometry
+from hyperr1 import geometry, native
 from hyperr1.hierarchy import DEBIAN_WORDNET_DIR, Hierarchy, load_hierarchy
 from hyperr1.optim import riemannian_optimizer
 from hyperr1.runs import write_json, write_record
 
 __all__ = [
     "MANIFOLDS",
+    "EMBED_KERNELS",
+    "resolve_embed_kernel",
     "EmbedConfig",
     "ClosureIndex",
     "make_embedding",
@@ -67,6 +72,11 @@ __all__ = [
 ]
 
 MANIFOLDS = ("poincare", "euclidean")
+EMBED_KERNELS = ("auto", "eager", "native")
+"""Kernels of the sparse Riemannian SGD step: ``"eager"`` (:func:`sparse_sgd_step`, PyTorch ops on
+any device), ``"native"`` (:class:`hyperr1.native.EmbedStep`, one fused C pass per pair, float64 on
+the CPU; the same numbers up to the order of floating-point sums, about 4× faster on the 82,115
+WordNet nouns) and ``"auto"`` (native on the CPU where it builds, with a warning where it does not)."""
 
 
 @dataclass
@@ -93,12 +103,15 @@ class EmbedConfig:
     eval_sample: int | None = 2000  # periodic evaluations rank this many fixed random nodes (None: all); last: all
     max_seconds: float | None = None  # stop after the epoch in which training time passes this budget
     target_map: float | None = None  # stop early once MAP reaches this value
+    kernel: str = "auto"  # Riemannian SGD step: "native" (C, float64 CPU), "eager" (PyTorch ops) or "auto"
     seed: int = 0  # seeds torch for initialisation and negative sampling
     out: str | None = None  # run directory; None writes nothing
 
     def validate(self) -> EmbedConfig:
         if self.manifold not in MANIFOLDS:
             raise ValueError(f"unknown manifold {self.manifold!r}; known: {list(MANIFOLDS)}")
+        if self.kernel not in EMBED_KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; known: {list(EMBED_KERNELS)}")
         if self.lr_decay not in ("linear", "none"):
             raise ValueError(f"unknown lr_decay {self.lr_decay!r}; known: ['linear', 'none']")
         if self.negatives < 0:
@@ -272,6 +285,32 @@ def sampled_softmax_grad(
     return loss, g_u, g_cand
 
 
+def resolve_embed_kernel(kernel: str, device: str | torch.device) -> str:
+    """``"eager"`` or ``"native"``: what ``kernel`` (one of :data:`EMBED_KERNELS`) runs on ``device``.
+    ``"native"`` off the CPU is an error, and so is a failed build (with the compiler's message);
+    ``"auto"`` warns when it cannot use the native kernel on the CPU."""
+    if kernel not in EMBED_KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {list(EMBED_KERNELS)}")
+    on_cpu = torch.device(device).type == "cpu"
+    if kernel == "native":
+        if not on_cpu:
+            raise ValueError(f"kernel='native' runs on the CPU, got device {device}; use kernel='eager' or 'auto'")
+        native.embed_library()  # raises NativeUnavailable with the compiler's message
+        return "native"
+    if kernel == "auto" and on_cpu:
+        try:
+            native.embed_library()
+        except native.NativeUnavailable as e:
+            warnings.warn(
+                f"hyperr1: the native embedding kernel is unavailable, using the eager one: {e}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return "eager"
+        return "native"
+    return "eager"
+
+
 def sparse_sgd_step(
     emb: geoopt.ManifoldParameter,
     pairs: torch.Tensor,
@@ -417,6 +456,10 @@ def train_embedding(
     index = ClosureIndex(index.nodes, index.pairs.to(device))
     sparse = cfg.optimizer == "sgd" and cfg.negatives > 0
     opt = None if sparse else riemannian_optimizer([emb], name=cfg.optimizer, lr=cfg.lr)
+    native_step = None
+    if sparse and resolve_embed_kernel(cfg.kernel, emb.device) == "native":
+        native_step = native.EmbedStep(len(h.nodes), cfg.dim, index.keys, batch=cfg.batch_size, negatives=cfg.negatives)
+        maxnorm = _max_norm(emb.manifold, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: the same draws on every device
     # the fixed evaluation sample is drawn from its own stream, so it does not shift the training draws
     sample = None
@@ -452,7 +495,11 @@ def train_embedding(
         for start in range(0, len(perm), cfg.batch_size):
             batch = index.pairs[perm[start : start + cfg.batch_size]]  # (B, 2)
             kw = {"negatives": cfg.negatives, "manifold": cfg.manifold, "c": cfg.c, "generator": gen}
-            if sparse:
+            if native_step is not None:  # the same draws as sample_negatives
+                neg = torch.randint(0, len(h.nodes), (len(batch), cfg.negatives), generator=gen)
+                poincare = cfg.manifold == "poincare"
+                loss = native_step(emb.data, batch, neg, c=cfg.c, lr=lr, maxnorm=maxnorm, poincare=poincare)
+            elif sparse:
                 loss = sparse_sgd_step(emb, batch, index, lr=lr, **kw)
             else:
                 loss_t = nickel_kiela_loss(emb, batch, index, **kw)
@@ -504,6 +551,14 @@ def train_embedding(
     }
     embedding = emb.detach().cpu()
     return {"embedding": embedding, "nodes": list(h.nodes), "metrics": metrics, "history": history, "hierarchy": h}
+
+
+def _max_norm(manifold, cfg: EmbedConfig) -> float:
+    """The radius that the ball's projection clips to, (1 − ε)/√c, as geoopt computes it (∞ off the ball)."""
+    if cfg.manifold != "poincare":
+        return math.inf
+    eps = manifold.boundary_eps if manifold.boundary_eps is not None else 1e-5  # geoopt's float64 default
+    return (1 - eps) / math.sqrt(cfg.c)
 
 
 def _training_state(epoch, emb, opt, gen, train_seconds, history) -> dict:

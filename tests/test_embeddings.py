@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from hyperr1 import geometry, native
 from hyperr1.cli import main
 from hyperr1.embeddings import (
     ClosureIndex,
@@ -16,6 +17,7 @@ from hyperr1.embeddings import (
     make_embedding,
     nickel_kiela_loss,
     reconstruction,
+    resolve_embed_kernel,
     sample_negatives,
     sampled_softmax_grad,
     sampled_softmax_loss,
@@ -128,6 +130,7 @@ def test_embedding_file_round_trip_is_exact_and_corrupt_files_are_rejected(tmp_p
         ("negatives", -1, "negatives"),
         ("lr_decay", "cosine", "unknown lr_decay"),
         ("lr", 0.0, "must be > 0"),
+        ("kernel", "fortran", "unknown kernel"),
     ],
 )
 def test_invalid_config_is_rejected(field, value, message):
@@ -253,6 +256,75 @@ def test_sparse_step_equals_geoopt_dense_riemannian_sgd(manifold):
         )
         assert loss_s == pytest.approx(loss.item(), rel=1e-12)
     torch.testing.assert_close(sparse.data, dense.data, rtol=1e-12, atol=1e-14)
+
+
+native_embed = pytest.mark.skipif(not native.embed_available(), reason="no C compiler for the native kernel")
+
+
+@native_embed
+@pytest.mark.parametrize("manifold", ["poincare", "euclidean"])
+@pytest.mark.parametrize("lr", [0.5, 400.0])  # 400: most rows end on the ball's boundary and are projected
+def test_native_step_equals_the_pytorch_step(manifold, lr):
+    """Same draws, same update: the C kernel and sparse_sgd_step differ only in the order of sums
+    (amplified near the boundary, where 1 − ‖x‖² ≈ 1e-10 keeps only 6 significant digits)."""
+    h = Hierarchy.random_tree(150, seed=1)
+    index = ClosureIndex.from_hierarchy(h)
+    cfg = EmbedConfig(manifold=manifold, dim=4, init=0.3)
+    torch.manual_seed(0)
+    eager = make_embedding(len(h), cfg)
+    table = eager.data.clone()
+    step = native.EmbedStep(len(h), 4, index.keys, batch=16, negatives=8)
+    g_eager, g_native = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    maxnorm = 1 - 1e-10 if manifold == "poincare" else math.inf
+    for i in range(5):
+        batch = index.pairs[i * 16 : (i + 1) * 16]
+        loss = sparse_sgd_step(eager, batch, index, lr=lr, negatives=8, manifold=manifold, c=1.0, generator=g_eager)
+        neg = torch.randint(0, len(h), (16, 8), generator=g_native)
+        loss_n = step(table, batch, neg, c=1.0, lr=lr, maxnorm=maxnorm, poincare=manifold == "poincare")
+        tol = {"rtol": 1e-11, "atol": 1e-13} if lr < 1 else {"rtol": 1e-5, "atol": 1e-7}
+        assert loss_n == pytest.approx(loss, rel=tol["rtol"])
+        torch.testing.assert_close(table, eager.data, **tol)
+    if lr > 1 and manifold == "poincare":
+        assert (table.norm(dim=1) > 1 - 1e-9).sum() > 10  # the projection was exercised
+    assert torch.equal(step.grad, torch.zeros_like(step.grad)) and not step.mark.any()  # scratch left clean
+
+
+@native_embed
+def test_native_training_resumes_bit_for_bit_and_tracks_the_pytorch_run(tmp_path):
+    h = Hierarchy.random_tree(120, seed=2)
+    cfg = EmbedConfig(dim=3, epochs=6, eval_every=2, eval_sample=50, burnin_epochs=2, kernel="native")
+    states = {}
+    full = train_embedding(cfg, hierarchy=h, progress=False, on_epoch=lambda s: states.update({s["epoch"]: s}))
+    save_training_state(tmp_path / "ckpt.safetensors", states[3])
+    resumed = train_embedding(
+        cfg, hierarchy=h, progress=False, state=load_training_state(tmp_path / "ckpt.safetensors")
+    )
+    assert torch.equal(resumed["embedding"], full["embedding"])
+    eager = train_embedding(EmbedConfig(**{**cfg.__dict__, "kernel": "eager"}), hierarchy=h, progress=False)
+    torch.testing.assert_close(full["embedding"], eager["embedding"], rtol=1e-9, atol=1e-11)
+
+
+def test_native_kernel_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        resolve_embed_kernel("native", "cuda")
+    assert resolve_embed_kernel("eager", "cpu") == "eager"
+    if native.embed_available():
+        step = native.EmbedStep(4, 2, torch.tensor([1]), batch=2, negatives=1)
+        pairs, neg = torch.tensor([[0, 1]]), torch.tensor([[2]])
+        with pytest.raises(ValueError, match="float64"):
+            step(torch.zeros(4, 2), pairs, neg, c=1.0, lr=1.0, maxnorm=0.9, poincare=True)
+        with pytest.raises(ValueError, match="does not fit"):
+            step(torch.zeros(4, 2, dtype=torch.float64), pairs.repeat(3, 1), neg.repeat(3, 1), c=1.0, lr=1.0,
+                 maxnorm=0.9, poincare=True)  # fmt: skip
+
+
+def test_the_balls_projection_keeps_the_configured_margin_in_float64():
+    """geoopt computes the radius from its float32 curvature (1 − 1e-10 rounds to 1); ours does not."""
+    far = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    for eps in (1e-10, 1e-5):
+        norm = geometry.ball(1.0, boundary_eps=eps).projx(far).norm().item()
+        assert norm == pytest.approx(1 - eps, rel=1e-15, abs=0) and norm < 1
+    assert geometry.ball(4.0, boundary_eps=1e-10).projx(far).norm().item() == pytest.approx((1 - 1e-10) / 2, rel=1e-15)
 
 
 def test_sampled_negatives_mask_exactly_the_node_and_its_ancestors():

@@ -21,6 +21,13 @@ shared object per hash of the source, the compiler's version, the flags and the 
 (``-march=native`` code must not run on another CPU model). Concurrent first calls are safe: each
 compiles into a temporary file and renames it into place.
 
+The same machinery builds ``embed_kernels.c``, the fused Riemannian SGD step of the Poincaré
+embeddings (:class:`EmbedStep`, float64, single-threaded, any dimension; used by
+:func:`hyperr1.embeddings.train_embedding` with ``kernel="auto"``): per pair, distances, softmax,
+closed-form gradients and the retraction of the touched rows in one pass, with the next pairs'
+rows prefetched, about 4× the PyTorch-ops step on the 82,115 WordNet nouns
+(``benchmarks/bench_embeddings.py --step-ab``).
+
 :func:`available` says whether the kernels can be used; :func:`library` raises
 :class:`NativeUnavailable` with the compiler's message when they cannot. The choice between these
 kernels and the PyTorch-ops ones, and their autograd wrappers, are in :mod:`hyperr1.native.dispatch`.
@@ -49,6 +56,10 @@ __all__ = [
     "supports",
     "distance_forward",
     "distance_backward",
+    "EMBED_SOURCE",
+    "EmbedStep",
+    "embed_available",
+    "embed_library",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
@@ -91,14 +102,14 @@ def _run_compiler(args: list[str]) -> subprocess.CompletedProcess:
         raise NativeUnavailable(f"cannot run the C compiler {cc[0]!r} ({e}); set $CC or use kernel='eager'") from e
 
 
-def _build(target: Path, flags: tuple[str, ...]) -> None:
+def _build(target: Path, flags: tuple[str, ...], source: Path = SOURCE) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     except OSError as e:
         raise NativeUnavailable(f"cannot write the kernel cache {target.parent} ({e}); set $HYPERR1_CACHE") from e
     os.close(fd)
-    args = [*flags, "-o", tmp, str(SOURCE), "-lm"]
+    args = [*flags, "-o", tmp, str(source), "-lm"]
     try:
         proc = _run_compiler(args)
     except NativeUnavailable:
@@ -107,7 +118,7 @@ def _build(target: Path, flags: tuple[str, ...]) -> None:
     if proc.returncode != 0:
         os.unlink(tmp)
         cmd = shlex.join([*_compiler(), *args])
-        raise NativeUnavailable(f"compiling {SOURCE.name} failed ({cmd}):\n{proc.stderr.strip()}")
+        raise NativeUnavailable(f"compiling {source.name} failed ({cmd}):\n{proc.stderr.strip()}")
     os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
     os.replace(tmp, target)  # atomic: a concurrent process sees the old file or the whole new one
 
@@ -124,17 +135,7 @@ def library(dim: int = 16) -> ctypes.CDLL:
     if not 1 <= dim <= 1024:
         raise NativeUnavailable(f"native kernel: dim must be in [1, 1024], got {dim}")
     flags = (*FLAGS, f"-DHYPERR1_K={dim + 2}")
-    key = "\n".join([SOURCE.read_text(), shlex.join(_compiler()), _compiler_version(), " ".join(flags), _cpu_flags()])
-    target = _cache_dir() / f"distance_kernels-d{dim}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-    if not target.exists():
-        _build(target, flags)
-    try:
-        lib = ctypes.CDLL(str(target))
-    except OSError as e:
-        raise NativeUnavailable(
-            f"cannot load {target} ({e}); if the file is damaged, delete it to rebuild; if the cache is on a "
-            "filesystem that cannot execute code, set $HYPERR1_CACHE to one that can"
-        ) from e
+    lib = _load(SOURCE, flags, f"distance_kernels-d{dim}")
     ptr, i64, f32, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.POINTER(ctypes.c_double)
     # x, y, c, eps, bias, alpha, out, n, m, threads
     lib.hyperr1_distance_forward.argtypes = [ptr, ptr, f32, f32, ptr, f32, ptr, i64, i64, ctypes.c_int]
@@ -145,6 +146,95 @@ def library(dim: int = 16) -> ctypes.CDLL:
     ]  # fmt: skip
     lib.hyperr1_distance_backward.restype = ctypes.c_int
     return lib
+
+
+def _load(source: Path, flags: tuple[str, ...], stem: str) -> ctypes.CDLL:
+    """Build ``source`` with ``flags`` into the cache (once per source, compiler, flags and CPU) and load it."""
+    key = "\n".join([source.read_text(), shlex.join(_compiler()), _compiler_version(), " ".join(flags), _cpu_flags()])
+    target = _cache_dir() / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    if not target.exists():
+        _build(target, flags, source)
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as e:
+        raise NativeUnavailable(
+            f"cannot load {target} ({e}); if the file is damaged, delete it to rebuild; if the cache is on a "
+            "filesystem that cannot execute code, set $HYPERR1_CACHE to one that can"
+        ) from e
+
+
+EMBED_SOURCE = Path(__file__).with_name("embed_kernels.c")
+"""The C source of the embedding step (:func:`embed_sgd_step`), shipped inside the package."""
+
+
+@functools.cache
+def embed_library() -> ctypes.CDLL:
+    """The embedding kernel of ``embed_kernels.c``, built on first use (single-threaded, any dimension);
+    raises :class:`NativeUnavailable` if that fails."""
+    flags = tuple(f for f in FLAGS if f != "-fopenmp")
+    lib = _load(EMBED_SOURCE, flags, "embed_kernels")
+    ptr, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    # table, n, d, pairs, B, neg, K, keys, num_keys, c, lr, maxnorm, poincare, grad, mark, rows, cand, cand_cap, loss
+    lib.hyperr1_embed_sgd_step.argtypes = [
+        ptr, i64, i64, ptr, i64, ptr, i64, ptr, i64, dbl, dbl, dbl, ctypes.c_int, ptr, ptr, ptr, ptr, i64,
+        ctypes.POINTER(dbl),
+    ]  # fmt: skip
+    lib.hyperr1_embed_sgd_step.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def embed_available() -> bool:
+    """Whether :func:`embed_library` builds and loads here (cached per process)."""
+    try:
+        embed_library()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+class EmbedStep:
+    """One Riemannian SGD step of the embedding loss on a float64 CPU table, in place (the C kernel
+    ``embed_kernels.c``; same update as :func:`hyperr1.embeddings.sparse_sgd_step`).
+
+    Holds the kernel's scratch for a table of ``n`` rows of dimension ``d`` and batches of up to
+    ``batch`` pairs with ``negatives`` draws each; ``keys`` are the sorted closure keys u·n + v.
+    """
+
+    def __init__(self, n: int, d: int, keys: torch.Tensor, *, batch: int, negatives: int):
+        self.lib = embed_library()
+        self.n, self.d, self.negatives = n, d, negatives
+        self.keys = keys.to(torch.int64).contiguous()
+        self.grad = torch.zeros(n, d, dtype=torch.float64)
+        self.mark = torch.zeros(n, dtype=torch.int32)
+        self.rows = torch.empty(batch * (2 + negatives), dtype=torch.int64)
+        self.cand = torch.empty((1 + negatives) * (d + 5), dtype=torch.float64)
+        self.batch = batch
+
+    def __call__(
+        self, table: torch.Tensor, pairs: torch.Tensor, neg: torch.Tensor, *, c: float, lr: float,
+        maxnorm: float, poincare: bool,
+    ) -> float:  # fmt: skip
+        """Update ``table`` (n, d) for ``pairs`` (B, 2) and negatives ``neg`` (B, K); returns the batch loss."""
+        if table.dtype != torch.float64 or table.device.type != "cpu" or not table.is_contiguous():
+            raise ValueError(f"native embedding step: table must be contiguous float64 on the CPU, got {table.dtype}")
+        if tuple(table.shape) != (self.n, self.d):
+            raise ValueError(f"native embedding step: table shape {tuple(table.shape)} != {(self.n, self.d)}")
+        pairs, neg = pairs.to(torch.int64).contiguous(), neg.to(torch.int64).contiguous()
+        b = pairs.shape[0]
+        if b > self.batch or tuple(neg.shape) != (b, self.negatives):
+            raise ValueError(
+                f"native embedding step: batch {b} with negatives {tuple(neg.shape)} does not fit the scratch"
+            )
+        loss = ctypes.c_double()
+        status = self.lib.hyperr1_embed_sgd_step(
+            table.data_ptr(), self.n, self.d, pairs.data_ptr(), b, neg.data_ptr(), self.negatives,
+            self.keys.data_ptr(), self.keys.numel(), c, lr, maxnorm, int(poincare), self.grad.data_ptr(),
+            self.mark.data_ptr(), self.rows.data_ptr(), self.cand.data_ptr(), self.cand.numel(), ctypes.byref(loss),
+        )  # fmt: skip
+        if status != 0:
+            raise RuntimeError(f"native embedding step failed with status {status}")
+        return loss.value
 
 
 @functools.cache
