@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mammals_heads import _toml_value, mean_ci, paired  # noqa: E402  (the same statistics as the head sweep)
 
 from hyperr1.distill_pipeline import DistillRunConfig, run_distill  # noqa: E402
-from hyperr1.pipeline import load_config, load_train_config, run_train  # noqa: E402
-from hyperr1.runs import RunLockedError  # noqa: E402
+from hyperr1.pipeline import TrainConfig, load_config, run_train  # noqa: E402
+from hyperr1.runs import RunLockedError, read_json  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
@@ -66,7 +66,7 @@ def _overrides(table: dict) -> list[str]:
 
 def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    for key in ("name", "teacher", "teacher_config", "distill_config", "seeds", "setups"):
+    for key in ("name", "teacher", "distill_config", "seeds", "setups"):
         if key not in spec:
             raise ValueError(f"{path}: missing key {key!r}")
     common = _overrides(spec.get("distill_overrides", {}))
@@ -132,8 +132,7 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
                 student = load_config(
                     DistillRunConfig, CONFIGS / spec["distill_config"], [f"teacher={json.dumps(spec['teacher'])}"]
                 ).student
-                model = [f"model.{k}={_toml_value(v)}" for k, v in vars(student).items() if v is not None]
-                cfg = load_train_config(CONFIGS / spec["teacher_config"], [*model, *job.overrides, *where])
+                cfg = student_train_config(Path(spec["teacher"]), student, [*job.overrides, *where])
                 run_train(cfg, resume=resume, progress=not quiet)
             else:
                 teacher = f"teacher={json.dumps(spec['teacher'])}"
@@ -141,6 +140,16 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
                 run_distill(cfg, resume=resume, progress=not quiet)
         except RunLockedError:
             print(f"   {job.name} is another worker's", flush=True)
+
+
+def student_train_config(teacher: Path, student, overrides: list[str]) -> TrainConfig:
+    """The student's own pipeline (setups 1 and 2): the teacher's run settings from its record (data,
+    tasks, warm start, GRPO), the student's model, then ``overrides``; the task splits are the
+    teacher's (``split_seed``), so that every setup of a seed is scored on the same held-out queries."""
+    record = read_json(teacher / "config.json")["config"]
+    model = [f"model.{k}={_toml_value(v)}" for k, v in vars(student).items() if v is not None]
+    split = [f"split_seed={record['tasks']['seed']}"]
+    return load_config(TrainConfig, values=record, overrides=[*model, *split, *overrides])
 
 
 # ---------------------------------------------------------------- collecting

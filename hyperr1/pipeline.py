@@ -120,7 +120,8 @@ class TrainConfig:
     name: str = "mammals_poincare"  # run name: the output goes to <out>/<name>
     data: str = "mammals"  # shipped hierarchy name or child<TAB>parent TSV path
     out: str = "runs"  # parent directory of the run directory
-    seed: int = 0  # seed of splits, initial weights, warm start and GRPO
+    seed: int = 0  # seed of splits (unless split_seed), initial weights, warm start and GRPO
+    split_seed: int | None = None  # seed of the task splits alone (None: seed); fix it to pair seeds on one test set
     eval_min_hops: int = 3  # held-out evaluation on queries with at least this many hops
     device: str = "cpu"  # "cpu" or "cuda" (under torchrun: one GPU per rank, nccl)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -136,7 +137,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with the run-level data and seed pushed into the parts that use them."""
         cfg = copy.deepcopy(self)
-        cfg.tasks.data, cfg.tasks.seed, cfg.tasks.out = self.data, self.seed, str(self.run_dir / "tasks")
+        split_seed = self.seed if self.split_seed is None else self.split_seed
+        cfg.tasks.data, cfg.tasks.seed, cfg.tasks.out = self.data, split_seed, str(self.run_dir / "tasks")
         cfg.sft.seed = cfg.grpo.seed = self.seed
         cfg.grpo.eval_min_hops = self.eval_min_hops
         return cfg
@@ -224,13 +226,15 @@ def _check_type(value, hint, where: str):
     raise ValueError(f"{where}: expected {' or '.join(names)}, got {value!r}")
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: Sequence[str] = ()):
-    """Dataclass ``cls`` from a TOML/JSON file (or the defaults), then ``section.key=value``
-    overrides (values in TOML syntax; a bare word is a string, ``none`` resets an optional field),
-    then ``cls.validate()``."""
-    values: dict = {}
-    if path is not None:
-        values = read_config_file(path)
+def load_config(
+    cls: type, path: str | Path | None = None, overrides: Sequence[str] = (), *, values: dict | None = None
+):
+    """Dataclass ``cls`` from a TOML/JSON file, or from the nested dict ``values`` (e.g. a run
+    record's ``config``), or the defaults; then ``section.key=value`` overrides (values in TOML
+    syntax; a bare word is a string, ``none`` resets an optional field), then ``cls.validate()``."""
+    if path is not None and values is not None:
+        raise ValueError("load_config takes a path or values, not both")
+    values = copy.deepcopy(values) if values is not None else read_config_file(path) if path is not None else {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.key=value")

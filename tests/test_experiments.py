@@ -26,6 +26,23 @@ def test_shipped_sweeps_load_and_pair_every_seed():
     assert len({j.name for j in jobs}) == len(jobs) and {j.setup for j in jobs} >= {"seq_kd", "word_kd", "gkd"}
 
 
+def test_the_students_own_pipeline_takes_the_teachers_record_and_splits(tmp_path):
+    """Setups 1 and 2 train on the teacher's data and task splits whatever their seed, with the student's model."""
+    from dataclasses import asdict
+
+    from hyperr1.pipeline import ModelConfig, TrainConfig
+
+    teacher = TrainConfig(name="t", data="some/tree.tsv", seed=7)
+    teacher.sft.epochs = 13
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "train", "config": asdict(teacher.resolved())}))
+    student = ModelConfig(head="euclidean", d_model=8, ffn_dim=16)
+    cfg = distill_mammals.student_train_config(tmp_path, student, ["seed=2", "grpo.steps=5"])
+    assert (cfg.data, cfg.sft.epochs, cfg.grpo.steps, cfg.seed) == ("some/tree.tsv", 13, 5, 2)
+    assert (cfg.model.d_model, cfg.model.ffn_dim, cfg.model.head) == (8, 16, "euclidean")
+    resolved = cfg.resolved()
+    assert resolved.tasks.seed == 7 and resolved.sft.seed == 2  # the teacher's splits, the student's own seed
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

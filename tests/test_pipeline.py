@@ -143,3 +143,11 @@ def test_warm_start_from_another_run(tiny_config, capsys):
     other_args = ["--name", "other", "--set", "sft.epochs=4", "--warm-start-from", str(run)]
     assert main(["train", "--config", str(cfg), "--quiet", *other_args]) == 2
     assert "sft.epochs" in capsys.readouterr().err
+
+
+def test_split_seed_fixes_the_task_splits_alone():
+    """Runs of several seeds can share one test set: split_seed seeds the splits, seed the rest."""
+    own = TrainConfig(seed=3).resolved()
+    assert own.tasks.seed == own.sft.seed == own.grpo.seed == 3
+    shared = TrainConfig(seed=3, split_seed=0).resolved()
+    assert shared.tasks.seed == 0 and shared.sft.seed == shared.grpo.seed == 3
