@@ -11,20 +11,26 @@ Prints seconds to reach the target MAP for each and their ratio.
 
     python benchmarks/bench_embeddings.py --step-ab wordnet:entity.n.01 [--steps 200]
 
-times one training step of the previous loop (autograd through the whole table, geoopt's dense
-``RiemannianSGD``) against :func:`hyperr1.embeddings.sparse_sgd_step` (closed-form gradients of
-the touched rows only), alternating, in CPU seconds (``time.process_time``, steadier than the
-wall clock on a shared machine) and wall seconds.
+times one training step of three kernels, alternating: the first loop (autograd through the
+whole table, geoopt's dense ``RiemannianSGD``), :func:`hyperr1.embeddings.sparse_sgd_step`
+(closed-form gradients of the touched rows only, PyTorch ops) and the fused C step
+(:class:`hyperr1.native.EmbedStep`, the default ``kernel="auto"``), in CPU seconds
+(``time.process_time``, steadier than the wall clock on a shared machine) and wall seconds.
+
+The time-to-MAP run writes ``results/bench_embeddings.json`` (``--out``; ``''``: nowhere), the
+step A/B ``results/bench_embeddings_steps.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import platform
 import time
 
 import numpy as np
 import torch
+from report import add_out_argument, write_result
 
 from hyperr1.embeddings import ClosureIndex, EmbedConfig, reconstruction, seconds_to_map, train_embedding
 from hyperr1.hierarchy import load_hierarchy
@@ -50,6 +56,7 @@ def run_gensim(h, index, *, target: float, epochs_per_round: int, budget_s: floa
 
 
 def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
+    from hyperr1 import native
     from hyperr1.embeddings import make_embedding, nickel_kiela_loss, sparse_sgd_step
     from hyperr1.optim import riemannian_optimizer
 
@@ -58,7 +65,9 @@ def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
     index = ClosureIndex.from_hierarchy(h)
     cfg = EmbedConfig(dim=10)
     kw = {"negatives": cfg.negatives, "manifold": "poincare", "c": 1.0}
-    times: dict[str, list[tuple[float, float]]] = {"dense": [], "sparse": []}
+    times: dict[str, list[tuple[float, float]]] = {"dense": [], "sparse": [], "native": []}
+    fused = native.EmbedStep(len(h), cfg.dim, index.keys, batch=cfg.batch_size, negatives=cfg.negatives)
+    maxnorm = 1 - cfg.boundary_eps
     for _ in range(repeats):
         for mode in times:
             torch.manual_seed(0)
@@ -68,7 +77,10 @@ def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
             cpu0, wall0 = time.process_time(), time.perf_counter()
             for s in range(steps):
                 batch = index.pairs[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
-                if mode == "sparse":
+                if mode == "native":
+                    neg = torch.randint(0, len(h), (len(batch), cfg.negatives), generator=gen)
+                    fused(emb.data, batch, neg, c=1.0, lr=cfg.lr, maxnorm=maxnorm, poincare=True)
+                elif mode == "sparse":
                     sparse_sgd_step(emb, batch, index, lr=cfg.lr, generator=gen, **kw)
                 else:
                     loss = nickel_kiela_loss(emb, batch, index, generator=gen, **kw)
@@ -84,8 +96,13 @@ def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
         "pairs": int(index.pairs.shape[0]),
         **{f"{m}_ms_per_step_cpu": 1e3 * b[0] for m, b in best.items()},
         **{f"{m}_ms_per_step_wall": 1e3 * b[1] for m, b in best.items()},
-        "speedup_cpu": best["dense"][0] / best["sparse"][0],
-        "speedup_wall": best["dense"][1] / best["sparse"][1],
+        "batch": cfg.batch_size,
+        "negatives": cfg.negatives,
+        "dense_over_sparse_cpu": best["dense"][0] / best["sparse"][0],
+        "dense_over_sparse_wall": best["dense"][1] / best["sparse"][1],
+        "sparse_over_native_cpu": best["sparse"][0] / best["native"][0],
+        "sparse_over_native_wall": best["sparse"][1] / best["native"][1],
+        "machine": f"{platform.machine()} cpus={os.cpu_count()} threads=1",
     }
 
 
@@ -97,10 +114,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step-ab", metavar="DATA", help="time dense vs sparse training steps on DATA instead")
     p.add_argument("--steps", type=int, default=200, help="steps per timing of --step-ab")
+    add_out_argument(p, "results/bench_embeddings.json, or results/bench_embeddings_steps.json with --step-ab")
     args = p.parse_args()
     if args.step_ab:
-        print(json.dumps(step_ab(args.step_ab, args.steps), indent=2))
+        write_result(step_ab(args.step_ab, args.steps), args.out, "results/bench_embeddings_steps.json")
         return
+    load_at_start = os.getloadavg()[0]  # another busy process skews every figure
     h = load_hierarchy("mammals")
     index = ClosureIndex.from_hierarchy(h)
 
@@ -125,8 +144,10 @@ def main() -> None:
         result["gensim_seconds"] = g["seconds_to_target"]
         result["gensim_history"] = g["history"]
         if g["seconds_to_target"] and ours_s:
-            result["speedup"] = g["seconds_to_target"] / ours_s
-    print(json.dumps(result, indent=2))
+            result["gensim_over_hyperr1"] = g["seconds_to_target"] / ours_s
+    result["machine"] = f"{platform.machine()} cpus={os.cpu_count()} threads={torch.get_num_threads()}"
+    result["load_average_at_start"] = load_at_start
+    write_result(result, args.out, "results/bench_embeddings.json")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import tempfile
 import time
 
 import torch
+from report import add_out_argument, write_result
 
 # The word-level policy: hidden 64, 2 layers, 4 heads, SwiGLU MLP of width 244, tied embeddings.
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 64, 2, 4, 244
@@ -325,6 +325,7 @@ def main() -> None:
         default="full",
         help="full: the shipped R1-Zero prompt (~70 words); question: `user : <question> assistant :` (~13)",
     )
+    add_out_argument(p, "results/bench_grpo.json (results/bench_grpo_question.json with --prompt question)")
     args = p.parse_args()
     kw = dict(
         prompts=args.prompts,
@@ -359,7 +360,9 @@ def main() -> None:
         results["trl_over_hyperr1"] = (
             results["trl"]["seconds_per_step_median"] / results["hyperr1"]["seconds_per_step_median"]
         )
-    print(json.dumps(results, indent=2, default=str))
+    default = "results/bench_grpo.json" if args.prompt == "full" else "results/bench_grpo_question.json"
+    one_side = args.trl_only or args.hyperr1_only  # half a comparison is not a result for the paper
+    write_result(results, args.out if args.out is not None else "" if one_side else None, default)
 
 
 if __name__ == "__main__":

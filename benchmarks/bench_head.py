@@ -18,7 +18,6 @@ N×M×d tensor) is timed in a few separate rounds since one call takes seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -26,6 +25,7 @@ import time
 import geoopt
 import torch
 import torch.nn.functional as F
+from report import add_out_argument, write_result
 
 from hyperr1.native import dispatch
 from hyperr1.nn import HyperbolicDistanceHead
@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--naive-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    add_out_argument(p, "results/bench_head.json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,7 +101,7 @@ def main() -> None:
     results["rounds"] = args.rounds
     results["machine"] = f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}"
     results["shape"] = {"batch": n, "dim": d, "classes": k}
-    print(json.dumps(results, indent=2))
+    write_result(results, args.out, "results/bench_head.json")
 
 
 if __name__ == "__main__":

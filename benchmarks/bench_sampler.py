@@ -12,13 +12,13 @@ sequence (a random model almost never ends early).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
 import torch
+from report import add_out_argument, write_result
 
 from hyperr1.hierarchy import load_hierarchy
 from hyperr1.model import build_policy, count_parameters
@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--head", default="poincare")
+    add_out_argument(p, "results/bench_sampler.json")
     args = p.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -96,7 +97,8 @@ def main() -> None:
     for name, ours, theirs in [("sample", ours_sample, hf_sample), ("greedy", ours_greedy, hf_greedy)]:
         t_ours, t_hf = paired_medians(ours, theirs, args.repeats)
         res[name] = {"hyperr1_s": t_ours, "generate_s": t_hf, "speedup": t_hf / t_ours}
-    print(json.dumps(res, indent=2))
+        res[f"generate_over_hyperr1_{name}"] = t_hf / t_ours
+    write_result(res, args.out, "results/bench_sampler.json")
 
 
 if __name__ == "__main__":
