@@ -11,7 +11,8 @@ the setups and the student sizes, and runs what is missing into ``runs/<name>/``
 
 3–5 with the student's output rows from log₀ of the teacher's prototypes (``logmap``) and from
 random initialisation; 1–2 are one ``hyperr1 train`` run each (its warm-start evaluation is setup 1).
-A finished run is skipped and an interrupted one resumed; several workers can share the grid
+An optional ``[student]`` table changes the student (ModelConfig fields) of every run, distilled or
+not. A finished run is skipped and an interrupted one resumed; several workers can share the grid
 (each skips the runs another holds).
 
 Results (``results/<name>/``): ``runs.jsonl`` (one row per run, the schema of :func:`row`),
@@ -69,7 +70,8 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     for key in ("name", "teacher", "distill_config", "seeds", "setups"):
         if key not in spec:
             raise ValueError(f"{path}: missing key {key!r}")
-    common = _overrides(spec.get("distill_overrides", {}))
+    student = [f"student.{k}={_toml_value(v)}" for k, v in spec.get("student", {}).items()]
+    common = student + _overrides(spec.get("distill_overrides", {}))
     jobs = []
     for seed in spec["seeds"]:
         jobs.append(
@@ -129,9 +131,9 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
         print(f"== {job.name}{' (resumed)' if resume else ''}", flush=True)
         try:
             if job.kind == "train":
-                student = load_config(
-                    DistillRunConfig, CONFIGS / spec["distill_config"], [f"teacher={json.dumps(spec['teacher'])}"]
-                ).student
+                own = [f"student.{k}={_toml_value(v)}" for k, v in spec.get("student", {}).items()]
+                teacher = [f"teacher={json.dumps(spec['teacher'])}"]
+                student = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], teacher + own).student
                 cfg = student_train_config(Path(spec["teacher"]), student, [*job.overrides, *where])
                 run_train(cfg, resume=resume, progress=not quiet)
             else:

@@ -24,6 +24,16 @@ def test_shipped_sweeps_load_and_pair_every_seed():
     assert {r.seed for r in tune.runs}.isdisjoint({r.seed for r in sweep.runs})  # tuned on other seeds
     spec, jobs = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep.toml")
     assert len({j.name for j in jobs}) == len(jobs) and {j.setup for j in jobs} >= {"seq_kd", "word_kd", "gkd"}
+    _, long = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep_long.toml")
+    assert {j.setup for j in long} == {"sft_only+student_grpo", "word_kd"} and len(long) == 6
+
+
+def test_a_student_table_changes_the_student_of_every_distillation_run(tmp_path):
+    sweep = (distill_mammals.CONFIGS / "distill_sweep.toml").read_text()
+    (tmp_path / "wide.toml").write_text(sweep.replace("[distill_overrides]", "[student]\nhead_dim = 8\n\n[distill_overrides]"))
+    _, jobs = distill_mammals.load_jobs(tmp_path / "wide.toml")
+    distilled = [j for j in jobs if j.kind == "distill"]
+    assert distilled and all("student.head_dim=8" in j.overrides for j in distilled)
 
 
 def test_the_students_own_pipeline_takes_the_teachers_record_and_splits(tmp_path):
