@@ -17,8 +17,8 @@ that costs a few seconds); the last evaluation ranks every node. The state is ch
 ``checkpoint.safetensors`` every ``--checkpoint-every`` epochs and a rerun of the same command
 resumes from it (the result equals that of an uninterrupted run, except the wall clock).
 
-``--scaling`` runs a few epochs of each of mammal.n.01, animal.n.01 and entity.n.01 in a fresh
-process each (so that peak memory is per dataset), then a full evaluation, and writes
+``--scaling`` runs a few epochs of each of mammal.n.01, animal.n.01, artifact.n.01 (10,699 nodes)
+and entity.n.01 in a fresh process each (so that peak memory is per dataset), then a full evaluation, and writes
 ``results/embeddings_nouns/scaling.md`` / ``scaling.json`` with seconds per epoch, peak memory
 and the fitted exponent α of cost ∝ pairs^α.
 """
@@ -155,7 +155,35 @@ def run(exp: NounsConfig, *, progress: bool = False) -> dict:
     save_embedding(out / "embedding.safetensors", result["embedding"], result["nodes"], cfg)
     print(json.dumps(metrics, indent=2), flush=True)
     print(write_curve(out), flush=True)
+    print(write_summary(out.parent), flush=True)
     return metrics
+
+
+def write_summary(parent: Path) -> str:
+    """``summary.md``: one row per finished run under ``parent`` (final MAP with the sampled MAP at
+    10 and 30 training minutes, against Nickel & Kiela's numbers at the same dimension)."""
+    lines = [
+        "| data | dim | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
+        "| Nickel & Kiela MAP / rank |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for out in sorted(parent.glob("*_d*/metrics.json"), key=lambda q: q.parent.name):
+        m, cfg = read_json(out), read_json(out.parent / "config.json")["config"]
+        history = [json.loads(line) for line in (out.parent / "history.jsonl").read_text().splitlines()]
+
+        def at(minutes: float, history=history) -> str:
+            before = [r for r in history if r["seconds"] <= 60 * minutes]
+            return f"{before[-1]['map']:.3f}" if before and history[-1]["seconds"] >= 60 * minutes else "—"
+
+        ref = m.get("reference_nickel_kiela", {}).get(str(cfg["dim"]))
+        lines.append(
+            f"| {cfg['data']} | {cfg['dim']} | {m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
+            f"{m['mean_rank']:.1f} | {at(10)} / {at(30)} | "
+            + (f"{ref['map']:.3f} / {ref['mean_rank']:.2f} |" if ref else "— |")
+        )
+    text = "\n".join(lines) + "\n"
+    (parent / "summary.md").write_text(text)
+    return text
 
 
 def write_curve(out: Path) -> str:
@@ -288,13 +316,14 @@ def main() -> None:
         conv = (lambda t, k=kind: None if t.lower() == "none" else k(t)) if f.name == "budget" else kind
         p.add_argument(f"--{f.name.replace('_', '-')}", type=conv, default=f.default)
     p.add_argument("--scaling", action="store_true", help="measure s/epoch and memory, write scaling.md")
-    p.add_argument("--scaling-roots", nargs="+", default=["mammal.n.01", "animal.n.01", "entity.n.01"])
+    p.add_argument("--scaling-roots", nargs="+", default=["mammal.n.01", "animal.n.01", "artifact.n.01", "entity.n.01"])
     p.add_argument("--measure", help=argparse.SUPPRESS)  # one scaling row, in a fresh process
     p.add_argument("--progress", action="store_true", help="tqdm bars (not for logs)")
-    p.add_argument("--curve", action="store_true", help="only (re)write curve.md of the run directory")
+    p.add_argument("--curve", action="store_true", help="only (re)write curve.md of the run and summary.md")
     args = p.parse_args()
     if args.curve:
         print(write_curve(NounsConfig(root=args.root, dim=args.dim, out=args.out).run_dir()))
+        print(write_summary(Path(args.out)))
         return
     if args.measure:
         print(json.dumps(measure(args.measure, args.epochs, args.threads, args.wordnet_dir, args.device)))
