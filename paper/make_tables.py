@@ -61,6 +61,12 @@ FIGURES = {
         r"\nolinkurl{results/heads/reflection.json} exists",
         "Reflection rate and share of good retractions, per head.",
     ),
+    "nouns_map": (
+        0.7,
+        r"\texttt{make figures} (\texttt{figures/fig\_nouns.py}), once a run of "
+        r"\nolinkurl{experiments/embed_nouns.py} has written its history",
+        "Reconstruction MAP of the WordNet noun closure against training minutes.",
+    ),
     "distill_retention": (
         0.8,
         r"\texttt{make figures} (\texttt{figures/fig\_distill.py}), once "
@@ -78,10 +84,11 @@ PRODUCERS = {
     r"\nolinkurl{results/distill/runs.jsonl}",
     **{
         f"bench_{name}": rf"\texttt{{python}} \nolinkurl{{benchmarks/bench_{name}.py}}"
-        + (" (needs gensim)" if name == "embeddings" else "")
-        + ", whose printed JSON is to be saved there"
+        + (" (needs gensim)" if name == "embeddings" else " (TRL in its own environment)" if name == "grpo" else "")
         for name in ("grpo", "sampler", "head", "embeddings")
     },
+    "bench_embeddings_steps": r"\texttt{python} \nolinkurl{benchmarks/bench_embeddings.py} \texttt{--step-ab "
+    r"wordnet:entity.n.01}",
 }
 
 # ---------------------------------------------------------------- formatting
@@ -530,26 +537,26 @@ def nouns(paper: Paper) -> None:
         paper.fragment("nouns_scaling", tabular("lrrrrrr", header, body))
         paper.macro("NounsAlphaTrain", f"{data['alpha_train_vs_pairs']:.2f}")
         paper.macro("NounsAlphaEval", f"{data['alpha_eval_vs_nodes']:.2f}")
-    run = RESULTS / "embeddings_nouns" / "entity.n.01_d10"
-    if not (run / "metrics.json").exists():
-        command = r"\texttt{python experiments/embed\_nouns.py --root entity.n.01 --dim 10}"
-        what = r"\nolinkurl{results/embeddings_nouns/entity.n.01_d10/metrics.json}"
-        paper.fragment("nouns_result", pending(what, command))
-        return
-    m = json.loads((run / "metrics.json").read_text())
-    cfg = json.loads((run / "config.json").read_text())["config"]
-    ref = m["reference_nickel_kiela"][str(cfg["dim"])]
-    stopped = "it was stopped by its time budget" if cfg.get("max_seconds") else "it ran its full epoch budget"
-    paper.fragment(
-        "nouns_result",
-        (
+    sentences = []
+    for dim in (10, 5):
+        run = RESULTS / "embeddings_nouns" / f"entity.n.01_d{dim}"
+        if not (run / "metrics.json").exists():
+            command = rf"\texttt{{python experiments/embed\_nouns.py --root entity.n.01 --dim {dim}}}"
+            what = rf"\nolinkurl{{results/embeddings_nouns/entity.n.01_d{dim}/metrics.json}}"
+            sentences.append(pending(what, command))
+            continue
+        m = json.loads((run / "metrics.json").read_text())
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        ref = m["reference_nickel_kiela"][str(cfg["dim"])]
+        stopped = "stopped by its time budget" if cfg.get("max_seconds") else "its full epoch budget"
+        sentences.append(
             f"At dimension {cfg['dim']} the noun closure ({count(m['num_nodes'])} nodes, "
-            f"{count(m['num_pairs'])} pairs) "
-            f"reached MAP {m['map']:.3f} and mean rank {m['mean_rank']:.1f} after {m['epochs_run']} epochs "
-            f"({count(round(m['train_seconds']))} training seconds; {stopped}), against MAP {ref['map']:.3f} "
-            f"and mean rank {ref['mean_rank']:.2f} reported by \\citet{{nickel2017poincare}}.\n"
-        ),
-    )
+            f"{count(m['num_pairs'])} pairs) reached MAP {m['map']:.3f} and mean rank {m['mean_rank']:.1f} "
+            f"after {m['epochs_run']} epochs ({count(round(m['train_seconds']))} training seconds, {stopped}), "
+            f"against MAP {ref['map']:.3f} and mean rank {ref['mean_rank']:.2f} reported by "
+            "\\citet{nickel2017poincare}.\n"
+        )
+    paper.fragment("nouns_result", "".join(sentences))
 
 
 # ---------------------------------------------------------------- teacher variants and diagnosis
@@ -1156,6 +1163,46 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
     paper.fragment("distill", text)
 
 
+def distillation_long(paper: Paper, results: Path = RESULTS) -> None:
+    """The 4x-compute sweep (``results/distill_long/runs.jsonl``, same row schema as the main sweep):
+    per setup and init, the student's held-out accuracy (mean of the two splits) with its t-interval,
+    the per-seed values and the retention."""
+    path = results / "distill_long" / "runs.jsonl"
+    sweep = r"experiments/configs/distill\_sweep\_long.toml"
+    producer = rf"\texttt{{python experiments/distill\_mammals.py --sweep {sweep}}}"
+    if not path.exists():
+        paper.fragment("distill_long", pending(r"\nolinkurl{results/distill_long/runs.jsonl}", producer))
+        return
+    runs = read_jsonl(path)
+    groups = sorted({(r["setup"], r["init"]) for r in runs}, key=lambda k: (SETUPS.index(k[0]), k))
+    body = []
+    for setup, init in groups:
+        sel = sorted((r for r in runs if (r["setup"], r["init"]) == (setup, init)), key=lambda r: r["seed"])
+        student = [statistics.fmean(_acc_of(r, "student", s) for s in SPLITS) for r in sel]
+        teacher = [statistics.fmean(_acc_of(r, "teacher", s) for s in SPLITS) for r in sel]
+        kept = [a / t for a, t in zip(student, teacher, strict=True)]
+        body.append(
+            [
+                r"\texttt{" + tex(setup) + "}",
+                tex(init),
+                str(len(sel)),
+                pm(*mean_ci(student)),
+                ", ".join(f"{a:.3f}" for a in student),
+                f"{statistics.fmean(kept):.2f}",
+            ]
+        )
+    table = tabular("llrcll", ["setup", "init", "runs", "student held-out", "per seed", "kept"], body)
+    paper.fragment(
+        "distill_long",
+        float_table(
+            table,
+            "Four times the student compute (\\nolinkurl{experiments/configs/distill_sweep_long.toml}): held-out "
+            "accuracy (mean of the two splits) of the student, from \\nolinkurl{results/distill_long/runs.jsonl}.",
+            "tab:distill-long",
+        ),
+    )
+
+
 def speed(paper: Paper, results: Path = RESULTS) -> None:
     path = results / "bench_distill.json"
     if not path.exists():
@@ -1184,7 +1231,7 @@ def speed(paper: Paper, results: Path = RESULTS) -> None:
         paper.macro("StudentRatio", f"{100 * ours['params']['student'] / ours['params']['teacher']:.1f}\\%")
         paper.macro("CPUCount", tex(b["machine"].split("cpus=")[-1]))
     rows, missing = [], []
-    for name in ("bench_grpo", "bench_sampler", "bench_head", "bench_embeddings"):
+    for name in ("bench_grpo", "bench_sampler", "bench_head", "bench_embeddings", "bench_embeddings_steps"):
         p = results / f"{name}.json"
         if not p.exists():
             missing.append(name)
@@ -1235,6 +1282,7 @@ def build() -> Paper:
     heads(paper)
     reflection_and_collapses(paper)
     distillation(paper)
+    distillation_long(paper)
     speed(paper)
     figures(paper)
     return paper

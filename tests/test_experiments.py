@@ -30,7 +30,8 @@ def test_shipped_sweeps_load_and_pair_every_seed():
 
 def test_a_student_table_changes_the_student_of_every_distillation_run(tmp_path):
     sweep = (distill_mammals.CONFIGS / "distill_sweep.toml").read_text()
-    (tmp_path / "wide.toml").write_text(sweep.replace("[distill_overrides]", "[student]\nhead_dim = 8\n\n[distill_overrides]"))
+    wide = sweep.replace("[distill_overrides]", "[student]\nhead_dim = 8\n\n[distill_overrides]")
+    (tmp_path / "wide.toml").write_text(wide)
     _, jobs = distill_mammals.load_jobs(tmp_path / "wide.toml")
     distilled = [j for j in jobs if j.kind == "distill"]
     assert distilled and all("student.head_dim=8" in j.overrides for j in distilled)
