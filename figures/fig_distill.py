@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from figsave import save  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from distill_mammals import SETUP_ORDER, held_out  # noqa: E402
@@ -75,11 +76,7 @@ def main() -> None:
     if long_rows:
         compute_panel(axes[2], main_rows, [r for r in long_rows if r["size"] == "default"])
     fig.suptitle("Distilling the Poincaré teacher into a tiny Euclidean student", fontsize=10)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out.with_suffix(".png"), dpi=150)
-    fig.savefig(args.out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
-    print(f"wrote {args.out.with_suffix('.png')}")
+    save(fig, args.out)
 
 
 def compute_panel(ax, base: list[dict], long: list[dict]) -> None:

@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from figsave import save  # noqa: E402
 
 REWARDS = (("reward/accuracy", "accuracy"), ("rate/format", "format"), ("reward/total", "total"))
 
@@ -67,11 +68,7 @@ def main() -> None:
     ax_e.set(xlabel="GRPO step", ylabel="held-out accuracy (greedy, hops ≥ 3)", ylim=(0, 1))
     ax_e.legend(loc="lower right")
     fig.suptitle(args.title or f"GRPO on WordNet mammals ({len(args.metrics)} run(s))")
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=150)
-    fig.savefig(args.out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
-    print(f"wrote {args.out}")
+    save(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from figsave import save  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from mammals_heads import mean_ci, per_seed  # noqa: E402
 
 STYLE = {"poincare": ("tab:red", "Poincaré"), "euclidean": ("tab:blue", "Euclidean")}
-
-
-def _save(fig, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=150)
-    fig.savefig(out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
-    plt.close(fig)
-    print(f"wrote {out.with_suffix('.png')}")
 
 
 def _style(head: str) -> tuple[str, str]:
@@ -72,7 +64,7 @@ def summary(rows: list[dict], out: Path) -> None:
     ax.set(ylabel="held-out accuracy (greedy, hops ≥ 3)", ylim=(0, 1))
     ax.set_title("Poincaré vs Euclidean head: mean ± 95% CI over seeds, each seed a point", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
-    _save(fig, out)
+    save(fig, out)
 
 
 def per_hop(rows: list[dict], out: Path) -> None:
@@ -98,7 +90,7 @@ def per_hop(rows: list[dict], out: Path) -> None:
                     ax.plot(hops_all, means, color=color, ls=ls, marker="o", ms=3, label=name)
         ax.set(title=f"head dim {dim}", xlabel="hops of the query", ylabel="held-out accuracy", ylim=(0, 1))
         ax.legend(fontsize=7)
-    _save(fig, out)
+    save(fig, out)
 
 
 def reflection(data: dict, out: Path) -> None:
@@ -116,7 +108,7 @@ def reflection(data: dict, out: Path) -> None:
     for ax in (ax_r, ax_g):
         ax.legend(fontsize=7)
     fig.suptitle("Reflection during GRPO (sampled completions, mean over seeds)", fontsize=10)
-    _save(fig, out)
+    save(fig, out)
 
 
 def main() -> None:

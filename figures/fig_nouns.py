@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from figsave import save  # noqa: E402
 
 NICKEL_KIELA_MAP = {5: 0.823, 10: 0.851}  # Table 1, WordNet nouns, reconstruction
 
@@ -46,11 +47,7 @@ def main() -> None:
     ax.set(xlabel="training minutes (2-core CPU, one thread)", ylabel="reconstruction MAP", ylim=(0, 1))
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("WordNet nouns (82,115 synsets): MAP against time; ◇ = full evaluation", fontsize=9)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out.with_suffix(".png"), dpi=150)
-    fig.savefig(args.out.with_suffix(".pdf"), metadata={"CreationDate": None})  # byte-identical redraws
-    print(f"wrote {args.out.with_suffix('.png')}")
+    save(fig, args.out)
 
 
 if __name__ == "__main__":
