@@ -56,8 +56,8 @@ def run_gensim(h, index, *, target: float, epochs_per_round: int, budget_s: floa
 
 
 def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
-    from hyperr1 import native
-    from hyperr1.embeddings import make_embedding, nickel_kiela_loss, sparse_sgd_step
+    from hyperr1 import geometry, native
+    from hyperr1.embeddings import draw_negatives, make_embedding, nickel_kiela_loss, sparse_sgd_step
     from hyperr1.optim import riemannian_optimizer
 
     torch.set_num_threads(1)
@@ -67,7 +67,7 @@ def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
     kw = {"negatives": cfg.negatives, "manifold": "poincare", "c": 1.0}
     times: dict[str, list[tuple[float, float]]] = {"dense": [], "sparse": [], "native": []}
     fused = native.EmbedStep(len(h), cfg.dim, index.keys, batch=cfg.batch_size, negatives=cfg.negatives)
-    maxnorm = 1 - cfg.boundary_eps
+    maxnorm = float(geometry.ball(cfg.c, boundary_eps=cfg.boundary_eps).max_norm(torch.float64))
     for _ in range(repeats):
         for mode in times:
             torch.manual_seed(0)
@@ -78,7 +78,7 @@ def step_ab(data: str, steps: int, repeats: int = 2) -> dict:
             for s in range(steps):
                 batch = index.pairs[perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
                 if mode == "native":
-                    neg = torch.randint(0, len(h), (len(batch), cfg.negatives), generator=gen)
+                    neg = draw_negatives(len(h), len(batch), cfg.negatives, gen)
                     fused(emb.data, batch, neg, c=1.0, lr=cfg.lr, maxnorm=maxnorm, poincare=True)
                 elif mode == "sparse":
                     sparse_sgd_step(emb, batch, index, lr=cfg.lr, generator=gen, **kw)

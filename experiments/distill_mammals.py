@@ -65,13 +65,17 @@ def _overrides(table: dict) -> list[str]:
     return [f"{k}={_toml_value(v)}" for k, v in table.items()]
 
 
+def _student_overrides(spec: dict) -> list[str]:
+    """The sweep's optional ``[student]`` table as DistillRunConfig overrides (``student.<field>=…``)."""
+    return [f"student.{k}={_toml_value(v)}" for k, v in spec.get("student", {}).items()]
+
+
 def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     for key in ("name", "teacher", "distill_config", "seeds", "setups"):
         if key not in spec:
             raise ValueError(f"{path}: missing key {key!r}")
-    student = [f"student.{k}={_toml_value(v)}" for k, v in spec.get("student", {}).items()]
-    common = student + _overrides(spec.get("distill_overrides", {}))
+    common = _student_overrides(spec) + _overrides(spec.get("distill_overrides", {}))
     jobs = []
     for seed in spec["seeds"]:
         jobs.append(
@@ -131,9 +135,8 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
         print(f"== {job.name}{' (resumed)' if resume else ''}", flush=True)
         try:
             if job.kind == "train":
-                own = [f"student.{k}={_toml_value(v)}" for k, v in spec.get("student", {}).items()]
-                teacher = [f"teacher={json.dumps(spec['teacher'])}"]
-                student = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], teacher + own).student
+                teacher = [f"teacher={json.dumps(spec['teacher'])}", *_student_overrides(spec)]
+                student = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], teacher).student
                 cfg = student_train_config(Path(spec["teacher"]), student, [*job.overrides, *where])
                 run_train(cfg, resume=resume, progress=not quiet)
             else:

@@ -20,8 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from figsave import save  # noqa: E402
 
-NICKEL_KIELA_MAP = {5: 0.823, 10: 0.851}  # Table 1, WordNet nouns, reconstruction
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,8 +39,10 @@ def main() -> None:
         full = [r for r in rows if not r["sample"]]
         if full:
             ax.plot([full[-1]["seconds"] / 60], [full[-1]["map"]], "D", color=color, mfc="white", ms=7)
-        if dim in NICKEL_KIELA_MAP:
-            ax.axhline(NICKEL_KIELA_MAP[dim], color=color, ls="--", lw=0.8, label=f"Nickel & Kiela, dim {dim}")
+        metrics = path.parent / "metrics.json"  # the run's own record of Nickel & Kiela's Table 1
+        ref = json.loads(metrics.read_text()).get("reference_nickel_kiela", {}) if metrics.exists() else {}
+        if str(dim) in ref:
+            ax.axhline(ref[str(dim)]["map"], color=color, ls="--", lw=0.8, label=f"Nickel & Kiela, dim {dim}")
     ax.axhline(0.90, color="k", ls=":", lw=0.8, label="target 0.90")
     ax.set(xlabel="training minutes (2-core CPU, one thread)", ylabel="reconstruction MAP", ylim=(0, 1))
     ax.legend(fontsize=7, loc="lower right")

@@ -54,6 +54,7 @@ __all__ = [
     "make_embedding",
     "paired_distance",
     "all_distances",
+    "draw_negatives",
     "sample_negatives",
     "sampled_softmax_loss",
     "sampled_softmax_grad",
@@ -192,11 +193,16 @@ def all_distances(emb: torch.Tensor, rows: torch.Tensor, *, manifold: str, c: fl
     return torch.cdist(x, emb)
 
 
+def draw_negatives(num_nodes: int, batch: int, negatives: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, K) uniform node ids from ``generator``: the draws of every kernel of the SGD step."""
+    return torch.randint(0, num_nodes, (batch, negatives), generator=generator)
+
+
 def sample_negatives(
     u: torch.Tensor, index: ClosureIndex, *, negatives: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """K uniform draws per anchor, (B, K), and the mask of draws that are not in N(u) (u or an ancestor)."""
-    neg = torch.randint(0, len(index.nodes), (u.shape[0], negatives), generator=generator).to(u.device)  # (B, K)
+    neg = draw_negatives(len(index.nodes), u.shape[0], negatives, generator).to(u.device)  # (B, K)
     invalid = index.is_positive(u[:, None].expand_as(neg), neg) | (neg == u[:, None])  # (B, K)
     return neg, invalid
 
@@ -459,7 +465,8 @@ def train_embedding(
     native_step = None
     if sparse and resolve_embed_kernel(cfg.kernel, emb.device) == "native":
         native_step = native.EmbedStep(len(h.nodes), cfg.dim, index.keys, batch=cfg.batch_size, negatives=cfg.negatives)
-        maxnorm = _max_norm(emb.manifold, cfg)
+        poincare = cfg.manifold == "poincare"
+        maxnorm = float(emb.manifold.max_norm(emb.dtype)) if poincare else math.inf
     gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: the same draws on every device
     # the fixed evaluation sample is drawn from its own stream, so it does not shift the training draws
     sample = None
@@ -496,8 +503,7 @@ def train_embedding(
             batch = index.pairs[perm[start : start + cfg.batch_size]]  # (B, 2)
             kw = {"negatives": cfg.negatives, "manifold": cfg.manifold, "c": cfg.c, "generator": gen}
             if native_step is not None:  # the same draws as sample_negatives
-                neg = torch.randint(0, len(h.nodes), (len(batch), cfg.negatives), generator=gen)
-                poincare = cfg.manifold == "poincare"
+                neg = draw_negatives(len(h.nodes), len(batch), cfg.negatives, gen)
                 loss = native_step(emb.data, batch, neg, c=cfg.c, lr=lr, maxnorm=maxnorm, poincare=poincare)
             elif sparse:
                 loss = sparse_sgd_step(emb, batch, index, lr=lr, **kw)
@@ -551,14 +557,6 @@ def train_embedding(
     }
     embedding = emb.detach().cpu()
     return {"embedding": embedding, "nodes": list(h.nodes), "metrics": metrics, "history": history, "hierarchy": h}
-
-
-def _max_norm(manifold, cfg: EmbedConfig) -> float:
-    """The radius that the ball's projection clips to, (1 − ε)/√c, as geoopt computes it (∞ off the ball)."""
-    if cfg.manifold != "poincare":
-        return math.inf
-    eps = manifold.boundary_eps if manifold.boundary_eps is not None else 1e-5  # geoopt's float64 default
-    return (1 - eps) / math.sqrt(cfg.c)
 
 
 def _training_state(epoch, emb, opt, gen, train_seconds, history) -> dict:

@@ -74,12 +74,16 @@ class PoincareBall(geoopt.PoincareBall):
             raise ValueError(f"boundary_eps must be in (0, 1), got {boundary_eps}")
         self.boundary_eps = boundary_eps
 
-    def projx(self, x: torch.Tensor, *, dim=-1) -> torch.Tensor:
-        """Radial projection onto norm ≤ (1 − ε)/√c, the radius computed in ``x``'s dtype: geoopt's
+    def max_norm(self, dtype: torch.dtype) -> torch.Tensor:
+        """The radius (1 − ε)/√c that :meth:`projx` clips to, computed in ``dtype``: geoopt's
         ``project`` computes it from the float32 curvature, which rounds 1 − 1e-10 to 1 (points
         on the boundary itself) and 1 − 1e-5 to 0.99998999."""
-        eps = _BALL_EPS.get(x.dtype, 1e-5) if self.boundary_eps is None else self.boundary_eps
-        max_norm = (1 - eps) / self.c.to(x.dtype).sqrt()
+        eps = _BALL_EPS.get(dtype, 1e-5) if self.boundary_eps is None else self.boundary_eps
+        return (1 - eps) / self.c.to(dtype).sqrt()
+
+    def projx(self, x: torch.Tensor, *, dim=-1) -> torch.Tensor:
+        """Radial projection onto norm ≤ :meth:`max_norm` in ``x``'s dtype."""
+        max_norm = self.max_norm(x.dtype)
         norm = x.norm(dim=dim, keepdim=True).clamp_min(1e-15)  # guard: 0/0 at the origin
         return torch.where(norm > max_norm, x / norm * max_norm, x)
 
