@@ -7,6 +7,12 @@ mean rank 4.02 at dim 10 and 0.823 / 4.9 at dim 5.
     python experiments/embed_nouns.py --root entity.n.01 --dim 10 --budget 2700   # one run
     python experiments/embed_nouns.py --scaling                                   # scaling.md
 
+``--init-scheme hierarchy`` starts from :func:`hyperr1.embeddings.hierarchy_init` (radius ∝ depth,
+directions inherited from the parents) instead of the paper's uniform cloud near the origin, and
+refines it with the same Riemannian SGD at a small η; its run directory is
+``<root>_d<dim>_hierarchy[_<tag>]``, and its history starts with the construction's own MAP at
+epoch 0 (the construction's seconds count as training time).
+
 A run writes ``results/embeddings_nouns/<root>_d<dim>/``: ``config.json`` (the resolved
 EmbedConfig, seed, version, commit), ``progress.jsonl`` (one line per epoch: loss, training
 and wall seconds, peak RSS), ``history.jsonl`` (MAP / mean rank against training seconds at
@@ -61,6 +67,10 @@ class NounsConfig:
     burnin_epochs: int = 1  # epochs at η/10 (one noun epoch is 743k pair updates)
     negatives: int = 50  # K negatives per pair
     lr_decay: str = "none"  # "linear" (to 0 at --epochs) or "none" after burn-in
+    init_scheme: str = "uniform"  # "uniform" (Nickel & Kiela's) or "hierarchy" (embeddings.hierarchy_init)
+    init_level: float = EmbedConfig.init_level  # "hierarchy": hyperbolic radius per level of depth
+    init_spread: float = EmbedConfig.init_spread  # "hierarchy": tangent offset of a depth-1 node
+    tag: str = ""  # appended to the run directory's name (two runs of one root, dim and init)
     kernel: str = "auto"  # the SGD step: "native" (C), "eager" (PyTorch ops) or "auto"
     eval_every: int = 3  # epochs between (sampled) evaluations
     eval_sample: int = 2000  # nodes ranked against all nodes in periodic evaluations
@@ -82,6 +92,9 @@ class NounsConfig:
             burnin_epochs=self.burnin_epochs,
             negatives=self.negatives,
             lr_decay=self.lr_decay,
+            init_scheme=self.init_scheme,
+            init_level=self.init_level,
+            init_spread=self.init_spread,
             kernel=self.kernel,
             eval_every=self.eval_every,
             eval_sample=self.eval_sample,
@@ -90,7 +103,9 @@ class NounsConfig:
         ).validate()
 
     def run_dir(self) -> Path:
-        return Path(self.out) / f"{self.root}_d{self.dim}"
+        suffix = "" if self.init_scheme == "uniform" else f"_{self.init_scheme}"
+        suffix += f"_{self.tag}" if self.tag else ""
+        return Path(self.out) / f"{self.root}_d{self.dim}{suffix}"
 
 
 def peak_rss_mb() -> float:
@@ -163,9 +178,9 @@ def write_summary(parent: Path) -> str:
     """``summary.md``: one row per finished run under ``parent`` (final MAP with the sampled MAP at
     10 and 30 training minutes, against Nickel & Kiela's numbers at the same dimension)."""
     lines = [
-        "| data | dim | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
+        "| data | dim | init | η | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
         "| Nickel & Kiela MAP / rank |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for out in sorted(parent.glob("*_d*/metrics.json"), key=lambda q: q.parent.name):
         m, cfg = read_json(out), read_json(out.parent / "config.json")["config"]
@@ -177,7 +192,8 @@ def write_summary(parent: Path) -> str:
 
         ref = m.get("reference_nickel_kiela", {}).get(str(cfg["dim"]))
         lines.append(
-            f"| {cfg['data']} | {cfg['dim']} | {m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
+            f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | {cfg['lr']:g} | "
+            f"{m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
             f"{m['mean_rank']:.1f} | {at(10)} / {at(30)} | "
             + (f"{ref['map']:.3f} / {ref['mean_rank']:.2f} |" if ref else "— |")
         )
@@ -189,6 +205,7 @@ def write_summary(parent: Path) -> str:
 def write_curve(out: Path) -> str:
     """``curve.md``: MAP and mean rank against training and wall seconds, from the run's logs."""
     wall = {r["epoch"]: r["wall_seconds"] for r in map(json.loads, (out / "progress.jsonl").read_text().splitlines())}
+    wall.setdefault(0, 0.0)  # the construction's evaluation, before the first epoch
     lines = [
         "| epoch | train s | wall s | MAP | mean rank | evaluated |",
         "|---:|---:|---:|---:|---:|---|",
@@ -322,7 +339,8 @@ def main() -> None:
     p.add_argument("--curve", action="store_true", help="only (re)write curve.md of the run and summary.md")
     args = p.parse_args()
     if args.curve:
-        print(write_curve(NounsConfig(root=args.root, dim=args.dim, out=args.out).run_dir()))
+        exp = NounsConfig(root=args.root, dim=args.dim, init_scheme=args.init_scheme, tag=args.tag, out=args.out)
+        print(write_curve(exp.run_dir()))
         print(write_summary(Path(args.out)))
         return
     if args.measure:
