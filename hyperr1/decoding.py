@@ -9,7 +9,9 @@ through ``scaled_dot_product_attention`` with a preallocated key/value cache, in
   per prompt and shared by its ``num_samples`` completions (prompt-major rows: the samples of one
   prompt are consecutive);
 - each sampling step costs one token's worth of work (the new token's query against the cache);
-- the Poincaré head's prototype half of the distance computation is built once per sampling run.
+- the Poincaré head's prototype half of the distance computation is built once per sampling run;
+- the draw of each step (max, exp, inverse CDF, log-probability) is one C pass per row
+  (:func:`hyperr1.native.sample_rows`) on float32 CPU logits.
 
 ``tests/test_model.py`` checks that this path gives the logits of the Hugging Face forward to
 float precision and that sampled log-probabilities equal teacher-forced ones.
@@ -27,12 +29,18 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from hyperr1 import native
 from hyperr1.native.dispatch import DistanceLogits
 
 if TYPE_CHECKING:  # the model module imports this one
     from hyperr1.model import HyperR1ForConditionalGeneration
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # one (keys, values) pair per decoder layer
+
+
+SAMPLE_KERNELS = ("auto", "eager", "native")
+"""Per-step draws of :func:`sample`: PyTorch ops, the C kernel :func:`hyperr1.native.sample_rows`, or
+the C kernel where it applies."""
 
 
 @dataclass
@@ -280,13 +288,22 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    kernel: str = "auto",
 ) -> SampleOutput:
     """Draw ``num_samples`` completions per prompt (prompt-major rows), stopping each sequence
     at its end-of-sequence token; ``greedy`` takes the argmax instead.
 
     Log-probabilities are those of the tempered distribution softmax(logits / T) before
     top-k/top-p filtering, i.e. of the policy being trained when T = 1.
+
+    ``kernel`` picks the per-step draw: ``"eager"`` (log_softmax, exp, :func:`sample_categorical`),
+    ``"native"`` (:func:`hyperr1.native.sample_rows`, one C pass per row over float32 CPU logits)
+    or ``"auto"`` (native where it applies and builds: CPU, float32, no top-k/top-p). Both draw one
+    uniform per row from ``generator`` and invert the same CDF, so they give the same tokens up to
+    float rounding at a CDF boundary, and log-probabilities within float32 rounding.
     """
+    if kernel not in SAMPLE_KERNELS:
+        raise ValueError(f"unknown sampling kernel {kernel!r}; known: {list(SAMPLE_KERNELS)}")
     if temperature <= 0 and not greedy:
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
     if not 0 < top_p <= 1 or top_k < 0:
@@ -296,13 +313,27 @@ def sample(
         raise ValueError(f"max_new_tokens must be in [1, {max_pos}], got {max_new_tokens}")
     with torch.inference_mode():  # lighter than no_grad for a loop of small ops
         out = _draw(
-            model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator
-        )
+            model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator,
+            kernel,
+        )  # fmt: skip
     # inference tensors cannot enter autograd later (training re-scores these tokens): plain copies
     return SampleOutput(*(t.clone() for t in out))
 
 
-def _draw(model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator):
+def _native_draw(kernel: str, filtered: bool, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :func:`sample` draws with the C kernel (``kernel`` as there)."""
+    applies = not filtered and device.type == "cpu" and dtype == torch.float32
+    if kernel == "native":
+        if not applies:
+            raise ValueError("kernel='native' samples float32 CPU logits without top-k/top-p; use 'auto' or 'eager'")
+        native.sample_library()  # raises NativeUnavailable with the compiler's message
+        return True
+    return kernel == "auto" and applies and native.sample_available()
+
+
+def _draw(
+    model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator, kernel
+):
     """The sampling loop of :func:`sample` (arguments as there, already checked)."""
     cfg = model.config
     cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
@@ -319,19 +350,27 @@ def _draw(model, input_ids, attention_mask, num_samples, max_new_tokens, greedy,
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+    use_native = None
     for t in range(max_new_tokens):
         logits = head(decode(model, last, t, cross, enc_mask, cache, qkv)[:, -1])  # (N, V)
         if not greedy and temperature != 1.0:
             logits = logits / temperature
-        logp_all = logits.log_softmax(-1)
-        if greedy:
-            nxt = logits.argmax(-1)
+        if use_native is None:
+            use_native = _native_draw(kernel, filtered, logits.device, logits.dtype)
+        if use_native:  # the uniforms sample_categorical would draw, one per row
+            u = None if greedy else torch.rand(n, 1, generator=generator, dtype=logits.dtype).squeeze(1)
+            nxt, logp = native.sample_rows(logits, u)
         else:
-            probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
-            nxt = sample_categorical(probs, generator)  # (N,)
+            logp_all = logits.log_softmax(-1)
+            if greedy:
+                nxt = logits.argmax(-1)
+            else:
+                probs = filter_logits(logits, top_k=top_k, top_p=top_p).softmax(-1) if filtered else logp_all.exp()
+                nxt = sample_categorical(probs, generator)  # (N,)
+            logp = logp_all.gather(-1, nxt[:, None]).squeeze(-1)
         nxt = nxt.masked_fill(done, cfg.pad_token_id)
         tokens[:, t] = nxt
-        logprobs[:, t] = logp_all.gather(-1, nxt[:, None]).squeeze(-1).masked_fill(done, 0.0)
+        logprobs[:, t] = logp.masked_fill(done, 0.0)
         mask[:, t] = ~done
         done = done | (nxt == cfg.eos_token_id)
         if bool(done.all()):
@@ -393,6 +432,7 @@ class TextPolicy:
 
 
 __all__ = [
+    "SAMPLE_KERNELS",
     "SampleOutput",
     "TextPolicy",
     "completion_log_distribution",

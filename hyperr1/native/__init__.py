@@ -28,6 +28,10 @@ closed-form gradients and the retraction of the touched rows in one pass, with t
 rows prefetched, about 4× the PyTorch-ops step on the 82,115 WordNet nouns
 (``benchmarks/bench_embeddings.py --step-ab``).
 
+``sample_kernels.c`` is the inner step of the KV-cache sampler (:func:`sample_rows`, float32,
+OpenMP over rows): max, exp, the inverse-CDF search with one uniform per row and the log-softmax at
+the draw in one pass per row, in place of four N×V passes of PyTorch ops.
+
 :func:`available` says whether the kernels can be used; :func:`library` raises
 :class:`NativeUnavailable` with the compiler's message when they cannot. The choice between these
 kernels and the PyTorch-ops ones, and their autograd wrappers, are in :mod:`hyperr1.native.dispatch`.
@@ -60,6 +64,10 @@ __all__ = [
     "EmbedStep",
     "embed_available",
     "embed_library",
+    "SAMPLE_SOURCE",
+    "sample_available",
+    "sample_library",
+    "sample_rows",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
@@ -328,3 +336,59 @@ def distance_backward(
     if status != 0:
         raise MemoryError(f"native kernel: no memory for the backward scratch (({d} + 12) × {m} floats per thread)")
     return grad_x, grad_y, grad_c.value, colsum, dot.value
+
+
+SAMPLE_SOURCE = Path(__file__).with_name("sample_kernels.c")
+"""The C source of the sampler's per-step draw (:func:`sample_rows`), shipped inside the package."""
+_SAMPLE_BLOCK = 16  # BLOCK in sample_kernels.c: the scratch holds v + v // BLOCK + 1 floats per thread
+
+
+@functools.cache
+def sample_library() -> ctypes.CDLL:
+    """The draw kernel of ``sample_kernels.c``, built on first use; raises :class:`NativeUnavailable`."""
+    lib = _load(SAMPLE_SOURCE, FLAGS, "sample_kernels")
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    # logits, n, v, u, greedy, scratch, scratch_rows, tokens, logp, threads
+    lib.hyperr1_sample_rows.argtypes = [ptr, i64, i64, ptr, ctypes.c_int, ptr, i64, ptr, ptr, ctypes.c_int]
+    lib.hyperr1_sample_rows.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def sample_available() -> bool:
+    """Whether :func:`sample_library` builds and loads here (cached per process)."""
+    try:
+        sample_library()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+def sample_rows(logits: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of ``logits`` (N, V) float32 on the CPU and its log-softmax probability.
+
+    With uniforms ``u`` (N,) in [0, 1): the first j whose cumulative softmax mass exceeds u·Z,
+    i.e. :func:`hyperr1.decoding.sample_categorical` of softmax(logits) with those uniforms; with
+    ``u=None``: the first argmax. Returns (tokens (N,) int64, log p (N,) float32); a row holding NaN
+    or +inf gets token V − 1 and log p NaN.
+    """
+    if logits.dim() != 2 or logits.dtype != torch.float32 or logits.device.type != "cpu":
+        raise ValueError(f"native sampler: need (N, V) float32 logits on the CPU, got {tuple(logits.shape)} "
+                         f"{logits.dtype} on {logits.device}")  # fmt: skip
+    logits = logits.contiguous()
+    n, v = logits.shape
+    if u is not None:
+        u = u.to(torch.float32).contiguous()
+        if u.shape != (n,):
+            raise ValueError(f"native sampler: need {n} uniforms, got shape {tuple(u.shape)}")
+    threads = max(1, torch.get_num_threads())
+    scratch = torch.empty(threads, v + v // _SAMPLE_BLOCK + 1, dtype=torch.float32)
+    tokens = torch.empty(n, dtype=torch.int64)
+    logp = torch.empty(n, dtype=torch.float32)
+    status = sample_library().hyperr1_sample_rows(
+        logits.data_ptr(), n, v, 0 if u is None else u.data_ptr(), int(u is None), scratch.data_ptr(), threads,
+        tokens.data_ptr(), logp.data_ptr(), threads,
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"native sampler failed with status {status}")
+    return tokens, logp

@@ -1,0 +1,112 @@
+/* One draw per row of a (N, V) float32 logit matrix, the inner step of the KV-cache sampler.
+ *
+ * For row x (logits already divided by the temperature) the eager sampler spends four passes and
+ * four N×V buffers on log_softmax, exp, cumsum and searchsorted. Here, per row:
+ *
+ *   m = max_j x_j,   e_j = exp(x_j − m),   Z = Σ_j e_j                    (one pass, e kept in scratch)
+ *   token = min { j : Σ_{i ≤ j} e_i > u·Z }                                 (inverse CDF, one uniform u)
+ *   log p(token) = x_token − m − log Z                                      (the log-softmax at the draw)
+ *
+ * which is hyperr1.decoding.sample_categorical applied to softmax(x), with the same single uniform per
+ * row, so the eager and the native sampler consume the same random stream. greedy takes the first
+ * argmax instead (log p = −log Z). The search first walks sums of BLOCK consecutive e_j, then one
+ * block, in double precision. A row holding NaN or +inf (or only −inf) gets token V − 1 and
+ * log p = NaN, so that a diverged policy shows up as NaN log-probabilities rather than as plausible
+ * samples; −inf logits (masked tokens) get e_j = 0 exactly and are never drawn.
+ *
+ * exp is a polynomial the compiler vectorises (no libm call): x = n ln2 + r with |r| ≤ ln2/2, e^r by
+ * its degree-6 Taylor polynomial (relative error below 2e-7, about float32 rounding), 2^n from the
+ * exponent bits; arguments below −87 give exactly 0. Rows are split over threads with OpenMP
+ * (static schedule: the same result for any thread count, each row being computed by one thread).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 16
+#define MIN_ELEMENTS_PER_THREAD 65536
+
+static inline float exp_le0(float x) {
+    const float keep = (float)(x >= -87.0f); /* exactly 0 below −87 and for −inf */
+    const float xc = x < -87.0f ? -87.0f : x;
+    const float n = rintf(xc * 1.44269504f);
+    const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f; /* Cody–Waite: ln2 = hi + lo */
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale * keep;
+}
+
+static void sample_row(const float *restrict x, int64_t v, double u, int greedy, float *restrict e,
+                       float *restrict block, int64_t *token, float *logp) {
+    float m = -INFINITY;
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (int64_t j = 0; j < v; ++j) {
+        m = x[j] > m ? x[j] : m;
+        nan |= x[j] != x[j];
+    }
+    if (nan || m == INFINITY || m == -INFINITY) { /* NaN, +inf, or nothing with positive mass */
+        *token = v - 1;
+        *logp = NAN;
+        return;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < v; ++j) e[j] = exp_le0(x[j] - m);
+    const int64_t full = v / BLOCK, nb = (v + BLOCK - 1) / BLOCK;
+    for (int64_t b = 0; b < full; ++b) {
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int j = 0; j < BLOCK; ++j) s += e[b * BLOCK + j];
+        block[b] = s;
+    }
+    if (nb > full) {
+        float s = 0.0f;
+        for (int64_t j = full * BLOCK; j < v; ++j) s += e[j];
+        block[full] = s;
+    }
+    double z = 0.0;
+    for (int64_t b = 0; b < nb; ++b) z += block[b];
+    int64_t t = 0;
+    if (greedy) {
+        while (x[t] != m) ++t;
+    } else {
+        const double target = u * z;
+        double acc = 0.0;
+        int64_t b = 0;
+        while (b < nb - 1 && acc + block[b] <= target) acc += block[b++];
+        t = b * BLOCK;
+        const int64_t end = (b + 1) * BLOCK < v ? (b + 1) * BLOCK : v;
+        while (t < end - 1 && (acc += e[t]) <= target) ++t;
+        while (e[t] == 0.0f && t > 0) --t; /* rounding past the last positive e_j: step back onto it */
+    }
+    *token = t;
+    *logp = (x[t] - m) - (float)log(z);
+}
+
+/* logits (n, v), u (n) uniforms in [0, 1) (unused when greedy), scratch (threads, v + v/BLOCK + 1);
+ * writes tokens (n) and logp (n). Returns 0, or 1 on bad sizes. */
+int hyperr1_sample_rows(const float *logits, int64_t n, int64_t v, const float *u, int greedy, float *scratch,
+                        int64_t scratch_rows, int64_t *tokens, float *logp, int threads) {
+    if (n < 0 || v < 1) return 1;
+    int64_t t = (n * v) / MIN_ELEMENTS_PER_THREAD;
+    if (t > threads) t = threads;
+    if (t > n) t = n;
+    if (t < 1) t = 1;
+    if (t > scratch_rows) return 1;
+    const int64_t stride = v + v / BLOCK + 1;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
+    for (int64_t r = 0; r < n; ++r) {
+        float *e = scratch + (int64_t)omp_get_thread_num() * stride;
+        sample_row(logits + r * v, v, greedy ? 0.0 : (double)u[r], greedy, e, e + v, tokens + r, logp + r);
+    }
+    return 0;
+}
