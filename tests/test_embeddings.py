@@ -361,6 +361,16 @@ def test_hierarchy_init_of_a_forest_gives_each_root_its_own_direction():
     assert x[h.index["b"]].norm() > a.norm()
 
 
+def test_hierarchy_init_puts_a_node_with_two_parents_on_its_longest_chain():
+    # x has parents c (chain a ← b ← c) and d (a ← d): it follows c, so c's whole chain ranks first
+    h = Hierarchy.from_edges([("b", "a"), ("c", "b"), ("d", "a"), ("x", "c"), ("x", "d")], name="dag")
+    gen = torch.Generator().manual_seed(0)
+    e = hierarchy_init(h, 8, level=1.0, spread=0.5, c=1.0, max_norm=1 - 1e-10, generator=gen)
+    dist = geometry.ball(1.0).dist
+    x, c, d = (e[h.index[v]] for v in "xcd")
+    assert dist(x, c) < dist(x, d)
+
+
 def test_hierarchy_init_ranks_a_random_tree_before_any_training():
     # measured: MAP 0.982 at dim 10 (uniform init: 0.008); the bound leaves room for other draws
     h = Hierarchy.random_tree(2000, seed=0)
