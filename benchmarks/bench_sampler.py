@@ -4,9 +4,10 @@ Same model (the default policy: width 64, 2 + 2 layers, Poincaré head, randomly
 batch (8 shipped ``mammals`` prompts × 8 samples), same number of new tokens, in one process; the
 two are timed alternately and the medians after a warm-up are printed with their ratio.
 ``generate()`` gets ``min_new_tokens`` so that both decode exactly ``--new-tokens`` tokens per
-sequence (a random model almost never ends early).
+sequence (a random model almost never ends early). ``draw_kernel`` times the sampler against itself
+with the PyTorch-ops draw (``kernel="eager"``) in place of the C one.
 
-    python benchmarks/bench_sampler.py [--repeats 10] [--new-tokens 32] [--head poincare|euclidean]
+    python benchmarks/bench_sampler.py [--repeats 10] [--new-tokens 32] [--head poincare|euclidean] [--threads 2]
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--head", default="poincare")
+    p.add_argument("--threads", type=int, default=2)
     add_out_argument(p, "results/bench_sampler.json")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     h = load_hierarchy("mammals")
     tok = build_tokenizer(h)
@@ -74,6 +76,12 @@ def main() -> None:
         )
         assert out.shape[1] == n_tok + 1  # the start token and the new tokens
 
+    def ours_sample_eager():  # the same sampler with the PyTorch-ops draw: the A/B of the C draw
+        out = model.sample(
+            enc.input_ids, enc.attention_mask, num_samples=args.samples, max_new_tokens=n_tok, kernel="eager"
+        )
+        assert out.tokens.shape[1] == n_tok
+
     def ours_greedy():
         model.sample(enc.input_ids, enc.attention_mask, greedy=True, max_new_tokens=n_tok)
 
@@ -98,6 +106,8 @@ def main() -> None:
         t_ours, t_hf = paired_medians(ours, theirs, args.repeats)
         res[name] = {"hyperr1_s": t_ours, "generate_s": t_hf, "speedup": t_hf / t_ours}
         res[f"generate_over_hyperr1_{name}"] = t_hf / t_ours
+    t_native, t_eager = paired_medians(ours_sample, ours_sample_eager, args.repeats)
+    res["draw_kernel"] = {"native_s": t_native, "eager_s": t_eager, "eager_over_native": t_eager / t_native}
     write_result(res, args.out, "results/bench_sampler.json")
 
 
