@@ -350,13 +350,11 @@ def _draw(
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    use_native = None
+    use_native = _native_draw(kernel, filtered, device, cross[0][0].dtype)  # the logits' dtype and device
     for t in range(max_new_tokens):
         logits = head(decode(model, last, t, cross, enc_mask, cache, qkv)[:, -1])  # (N, V)
         if not greedy and temperature != 1.0:
             logits = logits / temperature
-        if use_native is None:
-            use_native = _native_draw(kernel, filtered, logits.device, logits.dtype)
         if use_native:  # the uniforms sample_categorical would draw, one per row
             u = None if greedy else torch.rand(n, 1, generator=generator, dtype=logits.dtype).squeeze(1)
             nxt, logp = native.sample_rows(logits, u)

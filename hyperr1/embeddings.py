@@ -554,11 +554,17 @@ def train_embedding(
         sample = torch.randperm(len(h.nodes), generator=pick)[: cfg.eval_sample].sort().values
     history: list[dict] = []
     train_seconds, first_epoch = init_seconds, 1
-    if state is None and cfg.init_scheme == "hierarchy" and cfg.eval_every:  # where the construction starts
+
+    def evaluate(epoch: int, loss: float | None, rows: torch.Tensor | None) -> dict:
+        """Reconstruction of ``rows`` (None: all) appended to ``history``, timed apart from training."""
         t_eval = time.perf_counter()
-        rec = reconstruction(emb.detach(), index, manifold=cfg.manifold, c=cfg.c, rows=sample, progress=progress)
-        rec = {"sample": sample is not None, **rec, "eval_seconds": time.perf_counter() - t_eval}
-        history.append({"epoch": 0, "seconds": train_seconds, "loss": None, **rec})
+        rec = reconstruction(emb.detach(), index, manifold=cfg.manifold, c=cfg.c, rows=rows, progress=progress)
+        rec = {"sample": rows is not None, **rec, "eval_seconds": time.perf_counter() - t_eval}
+        history.append({"epoch": epoch, "seconds": train_seconds, "loss": loss, **rec})
+        return rec
+
+    if state is None and cfg.init_scheme == "hierarchy" and cfg.eval_every:  # where the construction starts
+        evaluate(0, None, sample)
     if state is not None:
         gen.set_state(state["generator"])
         if opt is not None and state.get("optimizer") is not None:
@@ -607,11 +613,7 @@ def train_embedding(
         out_of_time = cfg.max_seconds is not None and train_seconds >= cfg.max_seconds
         last = epoch == cfg.epochs or out_of_time
         if (cfg.eval_every and epoch % cfg.eval_every == 0) or (last and final_eval):
-            t_eval = time.perf_counter()
-            rows = None if last else sample
-            rec = reconstruction(emb.detach(), index, manifold=cfg.manifold, c=cfg.c, rows=rows, progress=progress)
-            rec = {"sample": rows is not None, **rec, "eval_seconds": time.perf_counter() - t_eval}
-            history.append({"epoch": epoch, "seconds": train_seconds, "loss": mean_loss, **rec})
+            rec = evaluate(epoch, mean_loss, None if last else sample)
             bar.set_postfix(loss=f"{mean_loss:.3f}", map=f"{rec['map']:.3f}", rank=f"{rec['mean_rank']:.2f}")
             reached = cfg.target_map is not None and rec["map"] >= cfg.target_map
         else:

@@ -351,18 +351,22 @@ torch.save((x.grad, y.grad), OUT)
         assert_close_scaled(a, b, rtol=1e-5)
 
 
-def test_every_simd_loop_of_the_kernel_is_vectorised(tmp_path):
+@pytest.mark.parametrize(
+    "source, defines", [(native.SOURCE, ["-DHYPERR1_K=18"]), (native.SAMPLE_SOURCE, [])], ids=["distance", "sample"]
+)
+def test_every_simd_loop_of_the_kernel_is_vectorised(tmp_path, source, defines):
     """A select or call the vectoriser cannot if-convert silently turns a loop scalar (one such ?:
     in log_ge1 made the forward pass 12× slower); gcc's report names each loop it vectorised."""
     version = subprocess.run([*native._compiler(), "--version"], capture_output=True, text=True).stdout
     if "Free Software Foundation" not in version:
         pytest.skip("the vectorisation report is gcc's")
-    lines = native.SOURCE.read_text().splitlines()
+    lines = source.read_text().splitlines()
     pragmas = [i + 1 for i, line in enumerate(lines) if line.strip().startswith("#pragma omp simd")]
     flags = [f for f in native.FLAGS if f not in ("-shared", "-fPIC")]
-    cmd = [*native._compiler(), *flags, "-DHYPERR1_K=18", "-fopt-info-vec-optimized", "-c", str(native.SOURCE)]
+    cmd = [*native._compiler(), *flags, *defines, "-fopt-info-vec-optimized", "-c", str(source)]
     report = subprocess.run([*cmd, "-o", str(tmp_path / "k.o")], capture_output=True, text=True).stderr
-    vectorised = {int(m) for m in re.findall(r"distance_kernels\.c:(\d+):\d+: optimized: loop vectorized", report)}
+    name = re.escape(source.name)
+    vectorised = {int(m) for m in re.findall(rf"{name}:(\d+):\d+: optimized: loop vectorized", report)}
     # gcc places an omp simd loop at its pragma (reductions) or at one of the first lines of its body
     missing = [p for p in pragmas if not vectorised & set(range(p, p + 8))]
     assert pragmas and not missing, f"loops after the pragmas on lines {missing} are not vectorised"

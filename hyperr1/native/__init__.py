@@ -194,11 +194,7 @@ def embed_library() -> ctypes.CDLL:
 @functools.cache
 def embed_available() -> bool:
     """Whether :func:`embed_library` builds and loads here (cached per process)."""
-    try:
-        embed_library()
-    except NativeUnavailable:
-        return False
-    return True
+    return _builds(embed_library)
 
 
 class EmbedStep:
@@ -245,14 +241,19 @@ class EmbedStep:
         return loss.value
 
 
-@functools.cache
-def available(dim: int = 16) -> bool:
-    """Whether :func:`library` builds and loads here for ``dim`` (cached per process)."""
+def _builds(load, *args) -> bool:
+    """Whether ``load(*args)`` builds and loads its library (False on :class:`NativeUnavailable`)."""
     try:
-        library(dim)
+        load(*args)
     except NativeUnavailable:
         return False
     return True
+
+
+@functools.cache
+def available(dim: int = 16) -> bool:
+    """Whether :func:`library` builds and loads here for ``dim`` (cached per process)."""
+    return _builds(library, dim)
 
 
 def supports(t: torch.Tensor) -> bool:
@@ -357,11 +358,7 @@ def sample_library() -> ctypes.CDLL:
 @functools.cache
 def sample_available() -> bool:
     """Whether :func:`sample_library` builds and loads here (cached per process)."""
-    try:
-        sample_library()
-    except NativeUnavailable:
-        return False
-    return True
+    return _builds(sample_library)
 
 
 def sample_rows(logits: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
