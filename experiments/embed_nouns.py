@@ -70,6 +70,7 @@ class NounsConfig:
     init_scheme: str = "uniform"  # "uniform" (Nickel & Kiela's) or "hierarchy" (embeddings.hierarchy_init)
     init_level: float = EmbedConfig.init_level  # "hierarchy": hyperbolic radius per level of depth
     init_spread: float = EmbedConfig.init_spread  # "hierarchy": tangent offset of a depth-1 node
+    boundary_eps: float = 1e-10  # points stay within 1 − ε of the boundary: caps the radius at log(2/ε)
     tag: str = ""  # appended to the run directory's name (two runs of one root, dim and init)
     kernel: str = "auto"  # the SGD step: "native" (C), "eager" (PyTorch ops) or "auto"
     eval_every: int = 3  # epochs between (sampled) evaluations
@@ -95,6 +96,7 @@ class NounsConfig:
             init_scheme=self.init_scheme,
             init_level=self.init_level,
             init_spread=self.init_spread,
+            boundary_eps=self.boundary_eps,
             kernel=self.kernel,
             eval_every=self.eval_every,
             eval_sample=self.eval_sample,
@@ -178,9 +180,9 @@ def write_summary(parent: Path) -> str:
     """``summary.md``: one row per finished run under ``parent`` (final MAP with the sampled MAP at
     10 and 30 training minutes, against Nickel & Kiela's numbers at the same dimension)."""
     lines = [
-        "| data | dim | init | η | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
+        "| data | dim | init | ε | η | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
         "| Nickel & Kiela MAP / rank |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for out in sorted(parent.glob("*_d*/metrics.json"), key=lambda q: q.parent.name):
         m, cfg = read_json(out), read_json(out.parent / "config.json")["config"]
@@ -192,7 +194,7 @@ def write_summary(parent: Path) -> str:
 
         ref = m.get("reference_nickel_kiela", {}).get(str(cfg["dim"]))
         lines.append(
-            f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | {cfg['lr']:g} | "
+            f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | {cfg['boundary_eps']:g} | {cfg['lr']:g} | "
             f"{m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
             f"{m['mean_rank']:.1f} | {at(10)} / {at(30)} | "
             + (f"{ref['map']:.3f} / {ref['mean_rank']:.2f} |" if ref else "— |")

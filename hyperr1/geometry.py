@@ -64,8 +64,9 @@ class PoincareBall(geoopt.PoincareBall):
     geoopt keeps points within (1 − ε)/√c with ε = 1e-5 in float64 (4e-3 in float32). For an
     embedding that margin caps the distance from the origin at log((2 − ε)/ε) ≈ 12.2 and piles
     the leaves of a deep hierarchy onto one sphere; with the closed-form distances of this module
-    (exact near the boundary, see :func:`dist`) float64 supports ε down to about 1e-12, i.e.
-    distances up to ≈ 28 from the origin. ``boundary_eps=None`` keeps geoopt's default.
+    (exact near the boundary, see :func:`dist`) float64 supports ε down to about 1e-14, i.e.
+    distances up to ≈ 33 from the origin, with the conformal factor 1 − ‖x‖² ≈ 2ε then known to
+    about 1% (‖x‖² is rounded to 1.1e-16). ``boundary_eps=None`` keeps geoopt's default.
     """
 
     def __init__(self, c: float = 1.0, learnable: bool = False, *, boundary_eps: float | None = None):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -391,6 +392,26 @@ def test_hierarchy_init_follows_the_seed_and_refuses_what_it_cannot_build():
         make_embedding(len(h), cfg)
     with pytest.raises(ValueError, match="needs manifold='poincare'"):
         EmbedConfig(init_scheme="hierarchy", manifold="euclidean").validate()
+
+
+def test_hierarchy_init_warns_when_deep_levels_fall_on_the_boundary_margin():
+    chain = Hierarchy.from_edges([(f"n{i + 1}", f"n{i}") for i in range(12)], name="chain")  # depths 0..12
+    gen = torch.Generator().manual_seed(0)
+    max_norm = 1 - 1e-10  # radius cap log((2 − ε)/ε) ≈ 23.7: with a = 3, depths ≥ 8 are clipped
+    with pytest.warns(UserWarning, match="5 of 13 nodes .* from depth 8"):
+        x = hierarchy_init(chain, 3, level=3.0, spread=1.0, c=1.0, max_norm=max_norm, generator=gen)
+    deep = x[[chain.index[f"n{i}"] for i in range(8, 13)]]
+    assert torch.allclose(deep.norm(dim=1), torch.full((5,), max_norm, dtype=torch.float64), rtol=0, atol=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cap 32.9 > 2.5 · 12: no warning
+        hierarchy_init(chain, 3, level=2.5, spread=1.0, c=1.0, max_norm=1 - 1e-14, generator=gen)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-16, 1.0, -1e-3])
+def test_boundary_margins_that_float64_cannot_hold_are_refused(eps):
+    with pytest.raises(ValueError, match="boundary_eps must be in"):
+        EmbedConfig(boundary_eps=eps).validate()
+    EmbedConfig(boundary_eps=1e-14).validate()
 
 
 # ------------------------------------------------------------------ budgets, samples, resume
