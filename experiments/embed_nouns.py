@@ -194,7 +194,8 @@ def write_summary(parent: Path) -> str:
 
         ref = m.get("reference_nickel_kiela", {}).get(str(cfg["dim"]))
         lines.append(
-            f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | {cfg['boundary_eps']:g} | {cfg['lr']:g} | "
+            f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | "
+            f"{cfg['boundary_eps']:g} | {cfg['lr']:g} | "
             f"{m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
             f"{m['mean_rank']:.1f} | {at(10)} / {at(30)} | "
             + (f"{ref['map']:.3f} / {ref['mean_rank']:.2f} |" if ref else "— |")
