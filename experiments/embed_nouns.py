@@ -180,9 +180,9 @@ def write_summary(parent: Path) -> str:
     """``summary.md``: one row per finished run under ``parent`` (final MAP with the sampled MAP at
     10 and 30 training minutes, against Nickel & Kiela's numbers at the same dimension)."""
     lines = [
-        "| data | dim | init | ε | η | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
+        "| data | dim | init | ε | η | seed | epochs | train s | MAP | mean rank | MAP by 10 / 30 min (sampled) "
         "| Nickel & Kiela MAP / rank |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for out in sorted(parent.glob("*_d*/metrics.json"), key=lambda q: q.parent.name):
         m, cfg = read_json(out), read_json(out.parent / "config.json")["config"]
@@ -195,7 +195,7 @@ def write_summary(parent: Path) -> str:
         ref = m.get("reference_nickel_kiela", {}).get(str(cfg["dim"]))
         lines.append(
             f"| {cfg['data']} | {cfg['dim']} | {cfg.get('init_scheme', 'uniform')} | "
-            f"{cfg['boundary_eps']:g} | {cfg['lr']:g} | "
+            f"{cfg['boundary_eps']:g} | {cfg['lr']:g} | {cfg['seed']} | "
             f"{m['epochs_run']} | {m['train_seconds']:,.0f} | {m['map']:.3f} | "
             f"{m['mean_rank']:.1f} | {at(10)} / {at(30)} | "
             + (f"{ref['map']:.3f} / {ref['mean_rank']:.2f} |" if ref else "— |")

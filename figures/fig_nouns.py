@@ -4,7 +4,8 @@ Reads ``results/embeddings_nouns/entity.n.01_d*/history.jsonl`` and each run's `
 (``python experiments/embed_nouns.py --root entity.n.01 --dim D [--init-scheme hierarchy]``); never
 trains. Left: MAP; right: mean rank (the construction's runs trade one for the other). Each
 periodic point ranks a fixed random sample of nodes against all 82,115 (an unbiased estimate of
-MAP); the last point of a run ranks every node.
+MAP); the last point of a run ranks every node. Runs with a seed other than 0 (repeats) are
+left out; ``summary.md`` lists them.
 Dashed lines: Nickel & Kiela's (2017, Table 1) MAP at the same dimension; dotted: the 0.90 target.
 
     python figures/fig_nouns.py [--results results/embeddings_nouns] [--out figures/nouns_map]
@@ -26,7 +27,8 @@ from figsave import save  # noqa: E402
 def run_label(config: dict) -> str:
     init = config.get("init_scheme", "uniform")
     start = "uniform init" if init == "uniform" else f"{init} init"
-    return f"dim {config['dim']}, {start}, η = {config['lr']:g}"
+    margin = "" if config.get("boundary_eps", 1e-10) == 1e-10 else f", ε = {config['boundary_eps']:g}"
+    return f"dim {config['dim']}, {start}, η = {config['lr']:g}{margin}"
 
 
 def main() -> None:
@@ -39,13 +41,16 @@ def main() -> None:
         print(f"fig_nouns: no {args.results}/entity.n.01_d*/history.jsonl yet (experiments/embed_nouns.py); no figure")
         return
     fig, (ax, ax_rank) = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = {10: ("tab:blue", "tab:cyan", "tab:purple"), 5: ("tab:orange", "tab:red", "tab:brown")}
+    colors = {10: ("tab:blue", "tab:cyan", "tab:purple", "navy"), 5: ("tab:orange", "tab:red", "tab:brown", "gold")}
     used: dict[int, int] = {}
     references: dict[int, float] = {}
     for path in runs:
         config = json.loads((path.parent / "config.json").read_text())["config"]
+        if config.get("seed", 0) != 0:
+            continue  # repeats of a run with other seeds: their final values are in summary.md
         dim = config["dim"]
-        color = colors.get(dim, ("tab:green", "tab:olive", "tab:gray"))[used.get(dim, 0) % 3]
+        palette = colors.get(dim, ("tab:green", "tab:olive", "tab:gray", "black"))
+        color = palette[used.get(dim, 0) % len(palette)]
         used[dim] = used.get(dim, 0) + 1
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         minutes = [r["seconds"] / 60 for r in rows]
