@@ -1,5 +1,6 @@
 """Layers: gradients, boundary behaviour, state_dict round trips and optimizer groups."""
 
+import copy
 import io
 
 import geoopt
@@ -14,7 +15,7 @@ from hyperr1.nn import (
     PoincareEmbedding,
     PoincareProjection,
 )
-from hyperr1.optim import riemannian_optimizer, split_parameters
+from hyperr1.optim import RiemannianAdam, riemannian_optimizer, split_parameters
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -157,6 +158,65 @@ def test_optimizer_groups_and_riemannian_step_stays_on_ball():
         opt.step()
     head.prototypes.manifold.assert_check_point_on_manifold(head.prototypes)
     assert head.prototypes.norm(dim=-1).max() < 1
+
+
+def _adam_run(opt_class, groups_of, steps, *, state=None, seed=0):
+    """Parameters and optimizer after ``steps`` steps on fixed random gradients; one Euclidean
+    parameter has no gradient on every third step (it then counts fewer steps)."""
+    torch.manual_seed(seed)
+    ball = geoopt.PoincareBall()
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    params.append(geoopt.ManifoldParameter(ball.projx(0.3 * torch.randn(4, 2)), manifold=ball))
+    params.append(torch.nn.Parameter(torch.randn(2, 2)))
+    opt = opt_class(groups_of(params), lr=0.05, stabilize=2)
+    if state is not None:  # a copy: load_state_dict keeps the given tensors, and steps change them
+        opt.load_state_dict(copy.deepcopy(state))
+    gen = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        for i, p in enumerate(params):
+            p.grad = None if (i == 3 and t % 3 == 1) else torch.randn(p.shape, generator=gen)
+        opt.step()
+    return params, opt
+
+
+GROUPINGS = {
+    "two groups": lambda ps: [
+        {"params": [ps[2]], "lr": 0.2, "weight_decay": 0.0},
+        {"params": [ps[0], ps[1], ps[3]], "weight_decay": 0.1},
+    ],
+    "one mixed group": lambda ps: [{"params": ps, "weight_decay": 0.01}],
+    "amsgrad group": lambda ps: [{"params": ps[:2], "amsgrad": True}, {"params": ps[2:]}],
+}
+
+
+@pytest.mark.parametrize("grouping", list(GROUPINGS))
+def test_the_foreach_adam_repeats_geoopt_bit_for_bit(grouping):
+    ours, ours_opt = _adam_run(RiemannianAdam, GROUPINGS[grouping], 9)
+    theirs, theirs_opt = _adam_run(geoopt.optim.RiemannianAdam, GROUPINGS[grouping], 9)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+    ours_state, theirs_state = ours_opt.state_dict()["state"], theirs_opt.state_dict()["state"]
+    assert ours_state.keys() == theirs_state.keys()
+    for key in ours_state:
+        a, b = ours_state[key], theirs_state[key]
+        assert a.keys() == b.keys() and a["step"] == b["step"]
+        assert all(torch.equal(a[k], b[k]) for k in a if k != "step")
+    assert ours_opt.state_dict()["state"][3]["step"] == 6  # skipped on steps 1, 4, 7
+
+
+@pytest.mark.parametrize("writer", [geoopt.optim.RiemannianAdam, RiemannianAdam])
+def test_the_foreach_adam_and_geoopt_continue_alike_from_either_state(writer):
+    _, first = _adam_run(writer, GROUPINGS["two groups"], 4)
+    state = first.state_dict()
+    ours, _ = _adam_run(RiemannianAdam, GROUPINGS["two groups"], 3, state=state)
+    theirs, _ = _adam_run(geoopt.optim.RiemannianAdam, GROUPINGS["two groups"], 3, state=state)
+    fresh, _ = _adam_run(RiemannianAdam, GROUPINGS["two groups"], 3)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(ours, fresh, strict=True))  # the state was used
+
+
+def test_riemannian_optimizer_builds_the_foreach_adam():
+    assert type(riemannian_optimizer(torch.nn.Linear(2, 2))) is RiemannianAdam
 
 
 def test_optimizer_rejects_bad_arguments():
