@@ -11,6 +11,8 @@ the setups and the student sizes, and runs what is missing into ``runs/<name>/``
 
 3–5 with the student's output rows from log₀ of the teacher's prototypes (``logmap``) and from
 random initialisation; 1–2 are one ``hyperr1 train`` run each (its warm-start evaluation is setup 1).
+A setup whose ``inits`` name ``"warm_start"`` starts from that seed's setup-1 student instead
+(``init="checkpoint"``): e.g. ``sft_word_kd``, the student's warm start followed by word-level KD.
 An optional ``[student]`` table changes the student (ModelConfig fields) of every run, distilled or
 not. A finished run is skipped and an interrupted one resumed; several workers can share the grid
 (each skips the runs another holds).
@@ -47,7 +49,7 @@ from hyperr1.runs import RunLockedError, read_json  # noqa: E402
 CONFIGS = Path(__file__).parent / "configs"
 HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
 BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
-SETUP_ORDER = ("sft_only", "student_grpo", "seq_kd", "word_kd", "gkd")
+SETUP_ORDER = ("sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "gkd")
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,13 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
         for setup, s in spec["setups"].items():
             for init in s.get("inits", ["logmap"]):
                 own = _overrides(s.get("overrides", {}))
+                if init == "warm_start":  # the student's own warm start of this seed (the train job)
+                    start = warm_start_of(spec, seed)
+                    how = ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
+                else:
+                    how = [f"init={json.dumps(init)}"]
                 jobs.append(
-                    Job(
-                        "distill",
-                        f"{setup}_{init}_s{seed}",
-                        setup,
-                        init,
-                        seed,
-                        "default",
-                        tuple(common + own + [f"init={json.dumps(init)}"]),
-                    )
+                    Job("distill", f"{setup}_{init}_s{seed}", setup, init, seed, "default", tuple(common + own + how))
                 )
     sizes = spec.get("sizes")
     if sizes:
@@ -124,11 +123,19 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     return spec, jobs
 
 
+def warm_start_of(spec: dict, seed: int) -> Path:
+    """The saved warm-start policy of the sweep's own student pipeline (setup 1) for ``seed``."""
+    return Path("runs") / spec["name"] / f"student_s{seed}" / "warm_start" / "model"
+
+
 def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
     runs = Path("runs") / spec["name"]
     for job in jobs:
         directory = runs / job.name
         if (directory / "results.json").exists():
+            continue
+        if job.init == "warm_start" and not (warm_start_of(spec, job.seed).parent / "done.json").exists():
+            print(f"   {job.name} waits for the warm start of student_s{job.seed}", flush=True)
             continue
         resume = (directory / "config.json").exists()
         where = [f"name={json.dumps(job.name)}", f"out={json.dumps(str(runs))}", f"seed={job.seed}"]

@@ -48,7 +48,8 @@ from hyperr1.tasks import TaskExample
 from hyperr1.trainer import eval_subset, greedy_metrics
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "seq_kd")
-INITS = ("logmap", "random")
+INITS = ("logmap", "random", "checkpoint")
+"""Student initialisations: from the teacher's prototypes, random, or a saved policy of the student's shape."""
 
 
 # ---------------------------------------------------------------- losses (pure)

@@ -75,6 +75,8 @@ class DistillRunConfig:
     out: str = "runs"  # parent directory of the run directory
     seed: int = 0  # seed of the student's initial weights, the prompt share and the distillation
     init: str = "logmap"  # student initialisation: "logmap" (from the teacher, see hyperr1.distill) | "random"
+    #   | "checkpoint" (the weights of init_checkpoint, e.g. a student's own warm start)
+    init_checkpoint: str = ""  # init="checkpoint": a saved policy directory (config.json, model.safetensors)
     max_param_ratio: float = 0.1  # the student may have at most this share of the teacher's parameters
     prompt_share: float = 0.5  # share of the teacher's training queries used as distillation prompts
     bias_examples: int = 300  # seen / unseen / subtree queries (hops >= eval_min_hops) in the bias evaluation
@@ -94,6 +96,8 @@ class DistillRunConfig:
         check_run_name(self.name, self.out)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if (self.init == "checkpoint") != bool(self.init_checkpoint):
+            raise ValueError("init='checkpoint' and init_checkpoint (a saved policy directory) go together")
         if not 0 < self.max_param_ratio <= 1 or not 0 < self.prompt_share < 1:
             raise ValueError("need max_param_ratio in (0, 1] and prompt_share in (0, 1)")
         if not self.teacher:
@@ -127,6 +131,25 @@ def load_teacher(teacher_dir: str | Path, device="cpu"):
     return teacher, load_tokenizer(policy), tcfg
 
 
+def load_student_weights(student: HyperR1ForConditionalGeneration, directory: str | Path) -> None:
+    """Copy the weights of the policy saved in ``directory`` into ``student``, which must have its
+    architecture and vocabulary: a multi-stage recipe (a student's own warm start, then
+    distillation) starts from the first stage's output."""
+    directory = Path(directory)
+    if not (directory / "model.safetensors").is_file():
+        raise FileNotFoundError(f"init_checkpoint {directory!s}: no saved policy (model.safetensors) there")
+    saved = HyperR1ForConditionalGeneration.from_pretrained(directory)
+    fields = ("head", "d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "head_dim", "vocab_size")
+    differ = [f for f in fields if getattr(saved.config, f, None) != getattr(student.config, f, None)]
+    if differ:
+        shown = ", ".join(f"{f} {getattr(saved.config, f, None)} vs {getattr(student.config, f, None)}" for f in differ)
+        raise ValueError(f"init_checkpoint {directory!s} is not a policy of the student's shape ({shown})")
+    try:
+        student.load_state_dict(saved.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"init_checkpoint {directory!s} does not fit the student: {err}") from err
+
+
 def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool = False, progress=True) -> dict:
     """Distil the teacher of ``cfg`` into a new student (see the module docstring); returns results."""
     if resume and overwrite:
@@ -152,6 +175,8 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
         )
     if cfg.init == "logmap":
         init_student_from_teacher(student, teacher)
+    elif cfg.init == "checkpoint":
+        load_student_weights(student, cfg.init_checkpoint)
 
     cfg.distill.eval_min_hops, cfg.distill.seed = cfg.eval_min_hops, cfg.seed
     run = cfg.run_dir

@@ -21,7 +21,8 @@ from hyperr1.distill import (
     reverse_kl,
     sequence_kd_loss,
 )
-from hyperr1.model import build_policy
+from hyperr1.distill_pipeline import load_student_weights
+from hyperr1.model import build_policy, save_policy
 from hyperr1.runs import read_jsonl
 
 
@@ -173,6 +174,26 @@ def test_distill_errors_name_the_problem(teacher_run, tmp_path, capsys):
     assert "student.head must be 'euclidean'" in capsys.readouterr().err
     assert main([*base, *DISTILL_TINY]) == 2
     assert "--teacher" in capsys.readouterr().err
+
+
+def test_a_student_starts_from_a_saved_policy_of_its_shape(tmp_path, teacher_run, capsys):
+    shape = dict(head="euclidean", head_dim=4, d_model=16, encoder_layers=1, decoder_layers=1)
+    torch.manual_seed(0)
+    first = build_policy(40, **shape)
+    save_policy(first, tmp_path / "first")
+    torch.manual_seed(1)
+    student = build_policy(40, **shape)
+    assert not torch.equal(student.head.weight, first.head.weight)
+    load_student_weights(student, tmp_path / "first")
+    pairs = zip(student.state_dict().values(), first.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(ValueError, match="not a policy of the student's shape .*d_model 16 vs 12"):
+        load_student_weights(build_policy(40, **{**shape, "d_model": 12}), tmp_path / "first")
+    with pytest.raises(FileNotFoundError, match="no saved policy"):
+        load_student_weights(student, tmp_path)
+    base = ["distill", "--quiet", "--out", str(tmp_path), "--teacher", str(teacher_run), *DISTILL_TINY]
+    assert main([*base, "--set", "init='checkpoint'"]) == 2
+    assert "init_checkpoint" in capsys.readouterr().err
 
 
 def test_teacher_completions_do_not_depend_on_the_batch(tmp_path):

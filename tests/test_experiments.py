@@ -26,6 +26,11 @@ def test_shipped_sweeps_load_and_pair_every_seed():
     assert len({j.name for j in jobs}) == len(jobs) and {j.setup for j in jobs} >= {"seq_kd", "word_kd", "gkd"}
     _, long = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep_long.toml")
     assert {j.setup for j in long} == {"sft_only+student_grpo", "word_kd"} and len(long) == 6
+    chain_spec, chain = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep_chain.toml")
+    for job in (j for j in chain if j.setup == "sft_word_kd"):  # starts from its own seed's warm start
+        start = distill_mammals.warm_start_of(chain_spec, job.seed)
+        assert f"student_s{job.seed}" in str(start) and f"init_checkpoint={json.dumps(str(start))}" in job.overrides
+        assert [j.name for j in chain].index(f"student_s{job.seed}") < [j.name for j in chain].index(job.name)
 
 
 def test_a_student_table_changes_the_student_of_every_distillation_run(tmp_path):
