@@ -134,6 +134,9 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
         directory = runs / job.name
         if (directory / "results.json").exists():
             continue
+        if job.kind == "distill" and not (Path(spec["teacher"]) / "policy" / "model.safetensors").exists():
+            print(f"   {job.name} waits for the teacher {spec['teacher']} to finish", flush=True)
+            continue
         if job.init == "warm_start" and not (warm_start_of(spec, job.seed).parent / "done.json").exists():
             print(f"   {job.name} waits for the warm start of student_s{job.seed}", flush=True)
             continue
