@@ -1088,7 +1088,7 @@ def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
             paper.fragment(name, lead + float_table(table, caption, f"tab:{name}"))
 
 
-SETUPS = ("sft_only", "student_grpo", "seq_kd", "word_kd", "gkd")  # the order of experiments/distill_mammals.py
+SETUPS = ("sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "gkd")  # experiments/distill_mammals.py
 SHORT = {
     "test_unseen_pair": "pair",
     "test_unseen_subject": "subject",
@@ -1220,43 +1220,71 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
 
 
 def distillation_long(paper: Paper, results: Path = RESULTS) -> None:
-    """The 4x-compute sweep (``results/distill_long/runs.jsonl``, same row schema as the main sweep):
-    per setup and init, the student's held-out accuracy (mean of the two splits) with its t-interval,
-    the per-seed values and the retention."""
-    path = results / "distill_long" / "runs.jsonl"
-    sweep = r"experiments/configs/distill\_sweep\_long.toml"
+    """The 4x-compute sweep (``results/distill_long/runs.jsonl``, same row schema as the main sweep)."""
+    _sweep_table(
+        paper, results, "distill_long", "tab:distill-long",
+        "Four times the student compute (\\nolinkurl{experiments/configs/distill_sweep_long.toml}): held-out "
+        "accuracy (mean of the two splits) of the student, from \\nolinkurl{results/distill_long/runs.jsonl}.",
+    )  # fmt: skip
+
+
+def distillation_chain(paper: Paper, results: Path = RESULTS) -> None:
+    """The two-stage sweep (``results/distill_chain/runs.jsonl``): warm start + word-level KD against
+    warm start + GRPO at equal student compute, with the paired difference by seed."""
+    _sweep_table(
+        paper, results, "distill_chain", "tab:distill-chain",
+        "Two stages at four times the student compute (\\nolinkurl{experiments/configs/distill_sweep_chain.toml}): "
+        "the student's own warm start, then word-level distillation (\\texttt{sft\\_word\\_kd}) or GRPO on "
+        "itself (\\texttt{student\\_grpo}); held-out accuracy (mean of the two splits), from "
+        "\\nolinkurl{results/distill_chain/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+
+
+def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = "") -> None:
+    """Per setup and init of the sweep ``name``: the student's held-out accuracy (mean of the two
+    splits) with its t-interval, the per-seed values and the retention; with ``paired_with``, the
+    paired difference (points) to that setup over the seeds both have, and its Wilcoxon p."""
+    path = results / name / "runs.jsonl"
+    sweep = rf"experiments/configs/{tex(name.replace('distill_', 'distill_sweep_'))}.toml"
     producer = rf"\texttt{{python experiments/distill\_mammals.py --sweep {sweep}}}"
     if not path.exists():
-        paper.fragment("distill_long", pending(r"\nolinkurl{results/distill_long/runs.jsonl}", producer))
+        paper.fragment(name, pending(rf"\nolinkurl{{results/{name}/runs.jsonl}}", producer))
         return
     runs = read_jsonl(path)
     groups = sorted({(r["setup"], r["init"]) for r in runs}, key=lambda k: (SETUPS.index(k[0]), k))
+
+    def held_out(r: dict, who: str) -> float:
+        return statistics.fmean(_acc_of(r, who, s) for s in SPLITS)
+
+    base = {r["seed"]: held_out(r, "student") for r in runs if r["setup"] == paired_with}
     body = []
     for setup, init in groups:
         sel = sorted((r for r in runs if (r["setup"], r["init"]) == (setup, init)), key=lambda r: r["seed"])
-        student = [statistics.fmean(_acc_of(r, "student", s) for s in SPLITS) for r in sel]
-        teacher = [statistics.fmean(_acc_of(r, "teacher", s) for s in SPLITS) for r in sel]
+        student = [held_out(r, "student") for r in sel]
+        teacher = [held_out(r, "teacher") for r in sel]
         kept = [a / t for a, t in zip(student, teacher, strict=True)]
-        body.append(
-            [
-                r"\texttt{" + tex(setup) + "}",
-                tex(init),
-                str(len(sel)),
-                pm(*mean_ci(student)),
-                ", ".join(f"{a:.3f}" for a in student),
-                f"{statistics.fmean(kept):.2f}",
-            ]
-        )
-    table = tabular("llrcll", ["setup", "init", "runs", "student held-out", "per seed", "kept"], body)
-    paper.fragment(
-        "distill_long",
-        float_table(
-            table,
-            "Four times the student compute (\\nolinkurl{experiments/configs/distill_sweep_long.toml}): held-out "
-            "accuracy (mean of the two splits) of the student, from \\nolinkurl{results/distill_long/runs.jsonl}.",
-            "tab:distill-long",
-        ),
-    )
+        row = [
+            r"\texttt{" + tex(setup) + "}",
+            tex(init),
+            str(len(sel)),
+            pm(*mean_ci(student)),
+            ", ".join(f"{a:.3f}" for a in student),
+            f"{statistics.fmean(kept):.2f}",
+        ]
+        if paired_with:
+            both = [r for r in sel if r["seed"] in base]
+            if setup != paired_with and len(both) >= 2:
+                d = paired([100 * held_out(r, "student") for r in both], [100 * base[r["seed"]] for r in both])
+                row += [pm(d["mean"], d["ci"][1] - d["mean"], digits=1, sign=True), pvalue(d["wilcoxon_p"])]
+            else:
+                row += ["---", "---"]
+        body.append(row)
+    header = ["setup", "init", "runs", "student held-out", "per seed", "kept"]
+    if paired_with:
+        header += [rf"$-$ \texttt{{{tex(paired_with)}}} (points)", "Wilcoxon $p$"]
+    table = tabular("llrcll" + ("rr" if paired_with else ""), header, body)
+    paper.fragment(name, float_table(table, caption, label))
 
 
 def speed(paper: Paper, results: Path = RESULTS) -> None:
@@ -1339,6 +1367,7 @@ def build() -> Paper:
     reflection_and_collapses(paper)
     distillation(paper)
     distillation_long(paper)
+    distillation_chain(paper)
     speed(paper)
     figures(paper)
     return paper
