@@ -11,7 +11,10 @@ mean rank 4.02 at dim 10 and 0.823 / 4.9 at dim 5.
 directions inherited from the parents) instead of the paper's uniform cloud near the origin, and
 refines it with the same Riemannian SGD at a small η; its run directory is
 ``<root>_d<dim>_hierarchy[_<tag>]``, and its history starts with the construction's own MAP at
-epoch 0 (the construction's seconds count as training time).
+epoch 0 (the construction's seconds count as training time). ``--boundary-eps`` sets the ball's
+margin ε, which caps the distance from the origin at log((2 − ε)/ε): at the default 1e-10 a level
+spacing a ≥ 2.2 clips the deepest nouns onto one sphere, and the dim-5 runs use 1e-14
+(``python experiments/nouns_init_grid.py`` compares the two on the construction alone).
 
 A run writes ``results/embeddings_nouns/<root>_d<dim>/``: ``config.json`` (the resolved
 EmbedConfig, seed, version, commit), ``progress.jsonl`` (one line per epoch: loss, training
