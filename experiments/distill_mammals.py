@@ -346,12 +346,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     spec, jobs = load_jobs(args.sweep)
     if not args.collect_only:
-        if not (Path(spec["teacher"]) / "policy" / "model.safetensors").is_file():
+        if not (Path(spec["teacher"]) / "config.json").is_file():
             p.error(
-                f"the teacher {spec['teacher']} has no final policy: train it first "
+                f"the teacher {spec['teacher']} has no run record: train it first "
                 "(hyperr1 train --config experiments/configs/mammals_teacher.toml)"
             )
-        run_missing(spec, jobs, args.quiet)
+        run_missing(spec, jobs, args.quiet)  # distillation jobs wait while the teacher is unfinished
+    if not (Path(spec["teacher"]) / "results.json").is_file():
+        p.error(f"the teacher {spec['teacher']} has not finished: rerun once it has, to run and collect the rest")
     print(collect(spec, jobs, args.results or Path("results") / spec["name"]))
 
 
