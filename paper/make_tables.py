@@ -608,9 +608,15 @@ def _nouns_margin_runs() -> list[str]:
             f"$\\log((2-\\varepsilon)/\\varepsilon) = {cap:.1f}$, so that depths up to "
             f"{math.ceil(cap / cfg['init_level']) - 1} keep their own level), at dimension {dim} with "
             f"$a = {cfg['init_level']:g}$, $s_0 = {cfg['init_spread']:g}$, $\\eta = {cfg['lr']:g}$ and "
-            f"{cfg['epochs']} epochs, over {len(ms)} seed(s) ({seeds}), the full evaluation gave MAP "
-            f"{map_m:.3f} $\\pm$ {map_h:.3f} and mean rank {rank_m:.1f} $\\pm$ {rank_h:.1f} "
-            f"({100 * LEVEL:g}\\% $t$-intervals; per seed MAP / rank: {per_seed}; training seconds {train}).\n"
+            f"{cfg['epochs']} epochs, "
+            + (
+                f"over {len(ms)} seeds ({seeds}), the full evaluation gave MAP {map_m:.3f} $\\pm$ {map_h:.3f} "
+                f"and mean rank {rank_m:.1f} $\\pm$ {rank_h:.1f} ({100 * LEVEL:g}\\% $t$-intervals; per seed "
+                f"MAP / rank: {per_seed}; training seconds {train}).\n"
+                if len(ms) > 1
+                else f"one seed ({seeds}), the full evaluation gave MAP / mean rank {per_seed} in {train} "
+                "training seconds.\n"
+            )
         )
     return sentences
 
