@@ -1247,6 +1247,17 @@ def distillation_chain(paper: Paper, results: Path = RESULTS) -> None:
     )  # fmt: skip
 
 
+def distillation_chain_long(paper: Paper, results: Path = RESULTS) -> None:
+    """The two-stage sweep at four times its compute (``results/distill_chain_long/runs.jsonl``)."""
+    _sweep_table(
+        paper, results, "distill_chain_long", "tab:distill-chain-long",
+        "The two stages of Table~\\ref{tab:distill-chain} at four times their student compute "
+        "(\\nolinkurl{experiments/configs/distill_sweep_chain_long.toml}), from "
+        "\\nolinkurl{results/distill_chain_long/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+
+
 def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = "") -> None:
     """Per setup and init of the sweep ``name``: the student's held-out accuracy (mean of the two
     splits) with its t-interval, the per-seed values and the retention; with ``paired_with``, the
@@ -1282,7 +1293,7 @@ def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: st
             both = [r for r in sel if r["seed"] in base]
             if setup != paired_with and len(both) >= 2:
                 d = paired([100 * held_out(r, "student") for r in both], [100 * base[r["seed"]] for r in both])
-                row += [pm(d["mean"], d["ci"][1] - d["mean"], digits=1, sign=True), pvalue(d["wilcoxon_p"])]
+                row += [pm(d["mean"], d["hi"] - d["mean"], digits=1, sign=True), pvalue(d["p"])]
             else:
                 row += ["---", "---"]
         body.append(row)
@@ -1374,6 +1385,7 @@ def build() -> Paper:
     distillation(paper)
     distillation_long(paper)
     distillation_chain(paper)
+    distillation_chain_long(paper)
     speed(paper)
     figures(paper)
     return paper
