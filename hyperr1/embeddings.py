@@ -53,6 +53,7 @@ __all__ = [
     "EmbedConfig",
     "ClosureIndex",
     "INIT_SCHEMES",
+    "MIN_BOUNDARY_EPS",
     "hierarchy_init",
     "make_embedding",
     "paired_distance",
