@@ -139,7 +139,11 @@ def load_student_weights(student: HyperR1ForConditionalGeneration, directory: st
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(f"init_checkpoint {directory!s}: no saved policy (model.safetensors) there")
     saved = HyperR1ForConditionalGeneration.from_pretrained(directory)
-    fields = ("head", "d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "head_dim", "vocab_size")
+    # the shape, and what the weights' shapes do not show (the number of attention heads)
+    fields = (
+        "head", "d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim",
+        "encoder_attention_heads", "decoder_attention_heads", "head_dim", "vocab_size",
+    )  # fmt: skip
     differ = [f for f in fields if getattr(saved.config, f, None) != getattr(student.config, f, None)]
     if differ:
         shown = ", ".join(f"{f} {getattr(saved.config, f, None)} vs {getattr(student.config, f, None)}" for f in differ)

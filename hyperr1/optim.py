@@ -32,8 +32,8 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
     and the optimizer state (``step``, ``exp_avg``, ``exp_avg_sq`` per parameter) are those of
     geoopt's loop bit for bit, and checkpoints of either load into the other. Manifold
     parameters, AMSGrad and sparse gradients take geoopt's own loop. On the GRPO step of
-    ``benchmarks/bench_grpo.py`` (≈ 80 small tensors) the per-parameter loop was about a tenth
-    of the step.
+    ``benchmarks/bench_grpo.py`` (95 Euclidean tensors) the per-parameter loop was about a tenth
+    of the step in a one-thread profile; the A/B in one process gave 57.0 → 55.3 ms per step (1.03×).
     """
 
     def step(self, closure=None):

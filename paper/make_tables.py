@@ -1110,6 +1110,11 @@ def _acc_of(r: dict, who: str, split: str) -> float | None:
     return cell.get("value") if isinstance(cell, dict) else None
 
 
+def _held_out(r: dict, who: str) -> float:
+    """``who``'s accuracy on the two held-out splits of a distillation row, averaged."""
+    return statistics.fmean(_acc_of(r, who, s) for s in SPLITS)
+
+
 def _summary(vals: list) -> str:
     vals = [v for v in vals if v is not None]
     return pm(*mean_ci(vals)) if vals else "---"
@@ -1193,12 +1198,8 @@ def distillation(paper: Paper, results: Path = RESULTS) -> None:
         body = []
         for size in sized:
             sel = [r for r in runs if r.get("size") == size]
-            student = [statistics.fmean(_acc_of(r, "student", s) for s in SPLITS) for r in sel]
-            kept = [
-                statistics.fmean(_acc_of(r, "student", s) for s in SPLITS)
-                / statistics.fmean(_acc_of(r, "teacher", s) for s in SPLITS)
-                for r in sel
-            ]
+            student = [_held_out(r, "student") for r in sel]
+            kept = [_held_out(r, "student") / _held_out(r, "teacher") for r in sel]
             body.append(
                 [
                     tex(size),
@@ -1270,16 +1271,12 @@ def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: st
         return
     runs = read_jsonl(path)
     groups = sorted({(r["setup"], r["init"]) for r in runs}, key=lambda k: (SETUPS.index(k[0]), k))
-
-    def held_out(r: dict, who: str) -> float:
-        return statistics.fmean(_acc_of(r, who, s) for s in SPLITS)
-
-    base = {r["seed"]: held_out(r, "student") for r in runs if r["setup"] == paired_with}
+    base = {r["seed"]: _held_out(r, "student") for r in runs if r["setup"] == paired_with}
     body = []
     for setup, init in groups:
         sel = sorted((r for r in runs if (r["setup"], r["init"]) == (setup, init)), key=lambda r: r["seed"])
-        student = [held_out(r, "student") for r in sel]
-        teacher = [held_out(r, "teacher") for r in sel]
+        student = [_held_out(r, "student") for r in sel]
+        teacher = [_held_out(r, "teacher") for r in sel]
         kept = [a / t for a, t in zip(student, teacher, strict=True)]
         row = [
             r"\texttt{" + tex(setup) + "}",
@@ -1292,7 +1289,7 @@ def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: st
         if paired_with:
             both = [r for r in sel if r["seed"] in base]
             if setup != paired_with and len(both) >= 2:
-                d = paired([100 * held_out(r, "student") for r in both], [100 * base[r["seed"]] for r in both])
+                d = paired([100 * _held_out(r, "student") for r in both], [100 * base[r["seed"]] for r in both])
                 row += [pm(d["mean"], d["hi"] - d["mean"], digits=1, sign=True), pvalue(d["p"])]
             else:
                 row += ["---", "---"]

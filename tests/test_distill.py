@@ -189,6 +189,8 @@ def test_a_student_starts_from_a_saved_policy_of_its_shape(tmp_path, teacher_run
     assert all(torch.equal(a, b) for a, b in pairs)
     with pytest.raises(ValueError, match="not a policy of the student's shape .*d_model 16 vs 12"):
         load_student_weights(build_policy(40, **{**shape, "d_model": 12}), tmp_path / "first")
+    with pytest.raises(ValueError, match="decoder_attention_heads 4 vs 2"):  # same weight shapes
+        load_student_weights(build_policy(40, **{**shape, "decoder_attention_heads": 2}), tmp_path / "first")
     with pytest.raises(FileNotFoundError, match="no saved policy"):
         load_student_weights(student, tmp_path)
     base = ["distill", "--quiet", "--out", str(tmp_path), "--teacher", str(teacher_run), *DISTILL_TINY]
