@@ -12,7 +12,10 @@ the setups and the student sizes, and runs what is missing into ``runs/<name>/``
 3–5 with the student's output rows from log₀ of the teacher's prototypes (``logmap``) and from
 random initialisation; 1–2 are one ``hyperr1 train`` run each (its warm-start evaluation is setup 1).
 A setup whose ``inits`` name ``"warm_start"`` starts from that seed's setup-1 student instead
-(``init="checkpoint"``): e.g. ``sft_word_kd``, the student's warm start followed by word-level KD.
+(``init="checkpoint"``): e.g. ``sft_word_kd``, the student's warm start followed by word-level KD;
+``sft_word_kd_hard`` the same with Hinton's hard targets beside the soft ones (``distill.alpha_ce``);
+``sft_continued`` the warm start continued on gold completions alone (``distill.alpha_kd = 0``), the
+control that says what the teacher adds at the same compute.
 An optional ``[student]`` table changes the student (ModelConfig fields) of every run, distilled or
 not. A finished run is skipped and an interrupted one resumed; several workers can share the grid
 (each skips the runs another holds).
@@ -49,7 +52,9 @@ from hyperr1.runs import RunLockedError, read_json  # noqa: E402
 CONFIGS = Path(__file__).parent / "configs"
 HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
 BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
-SETUP_ORDER = ("sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "gkd")
+SETUP_ORDER = (
+    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "gkd"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

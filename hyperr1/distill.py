@@ -16,6 +16,12 @@ token (masked and aggregated like the GRPO loss, :func:`hyperr1.grpo.aggregate_t
 
 - sequence-level KD (Kim & Rush 2016): ``−log p_S(y)`` on the teacher's own (greedy) completions.
 
+**Hard targets** (Hinton et al. 2015, §2: "a weighted average of two different objective
+functions"; DistilBERT's L = α_ce L_ce + α_mlm L_mlm): with α_CE > 0 each step adds the token NLL of
+gold completions, drawn from a pool the pipeline names (:attr:`DistillConfig.gold_pool`)::
+
+    L = α_KD · τ² · D(p_T^τ, p_S^τ) + α_CE · (−1/|y| Σ_t log p_S(y_t | x, y_<t)),   y gold
+
 **On-policy distillation** (GKD): with probability λ a step's completions are sampled from the
 student itself (the fast sampler) and scored with the teacher's full distribution; otherwise they
 are the teacher's greedy completions.
@@ -44,10 +50,14 @@ from hyperr1.grpo import LOSS_TYPES, aggregate_tokens
 from hyperr1.loop import LoopConfig, RunLoop
 from hyperr1.model import HyperR1ForConditionalGeneration
 from hyperr1.optim import riemannian_optimizer
+from hyperr1.sft import sft_loss
 from hyperr1.tasks import TaskExample
 from hyperr1.trainer import eval_subset, greedy_metrics
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "seq_kd")
+GOLD_POOLS = ("warm_start", "seen")
+"""Gold completions of the hard-target term: the student's warm-start data (every training query, as
+setups 1–2 see) or only the distillation prompts' own."""
 INITS = ("logmap", "random", "checkpoint")
 """Student initialisations: from the teacher's prototypes, random, or a saved policy of the student's shape."""
 
@@ -148,6 +158,10 @@ class DistillConfig(LoopConfig):
     prompts_per_step: int = 32  # B: prompts per step
     max_completion_length: int = 64  # longest completion in tokens, </s> included
     temperature: float = 1.0  # sampling temperature of the student's on-policy completions
+    alpha_kd: float = 1.0  # α_KD: weight of the teacher's term (soft targets)
+    alpha_ce: float = 0.0  # α_CE: weight of the NLL of gold completions (hard targets; 0: off)
+    gold_pool: str = "warm_start"  # α_CE > 0: the gold completions, one of GOLD_POOLS
+    gold_per_step: int = 32  # gold completions per step when α_CE > 0
     lr: float = 3e-3  # η of the student (Adam)
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     loss_type: str = "grpo"  # token aggregation, as in hyperr1.grpo: "grpo" | "dr_grpo" | "dapo"
@@ -164,6 +178,10 @@ class DistillConfig(LoopConfig):
             raise ValueError(f"need tau > 0, beta and lam in [0, 1]; got {self.tau}, {self.beta}, {self.lam}")
         if self.prompts_per_step < 1 or self.max_completion_length < 1 or not self.temperature > 0:
             raise ValueError("need prompts_per_step >= 1, max_completion_length >= 1 and temperature > 0")
+        if self.alpha_kd < 0 or self.alpha_ce < 0 or self.alpha_kd + self.alpha_ce == 0:
+            raise ValueError(f"need alpha_kd, alpha_ce >= 0, not both 0; got {self.alpha_kd}, {self.alpha_ce}")
+        if self.gold_pool not in GOLD_POOLS or self.gold_per_step < 1:
+            raise ValueError(f"need gold_pool in {list(GOLD_POOLS)} and gold_per_step >= 1")
         if not self.lr > 0 or self.grad_clip < 0:
             raise ValueError(f"need lr > 0 and grad_clip >= 0, got {self.lr}, {self.grad_clip}")
 
@@ -207,8 +225,9 @@ class DistillTrainer(RunLoop):
     """Distil ``teacher`` into ``student`` on ``prompts``; ``train()`` runs ``cfg.steps`` steps into ``out``.
 
     Each step: B prompts; completions from the student (probability λ) or the teacher's greedy
-    decoding; the teacher's full next-token distributions on them; one update of the loss of
-    ``cfg.divergence``.
+    decoding; the teacher's full next-token distributions on them; one update of α_KD times the
+    loss of ``cfg.divergence`` plus, when α_CE > 0, α_CE times the NLL of ``gold_per_step`` of the
+    ``gold`` completions (hard targets, module docstring).
     """
 
     name = "distill"
@@ -224,6 +243,7 @@ class DistillTrainer(RunLoop):
         out: str | Path,
         *,
         eval_splits: dict[str, Sequence[TaskExample]] | None = None,
+        gold: Sequence[TaskExample] = (),
         config: dict | None = None,
         callbacks=(),
         progress: bool = True,
@@ -231,6 +251,8 @@ class DistillTrainer(RunLoop):
         cfg.validate()
         if not prompts:
             raise ValueError("no distillation prompts")
+        if cfg.alpha_ce > 0 and not gold:
+            raise ValueError("alpha_ce > 0 needs gold completions (the hard-target term); none were given")
         if teacher.config.vocab_size != student.config.vocab_size:
             raise ValueError("teacher and student must share the tokenizer (vocabularies differ)")
         optimizer = riemannian_optimizer(student, name="adam", lr=cfg.lr)
@@ -238,6 +260,7 @@ class DistillTrainer(RunLoop):
         super().__init__(student, optimizer, out, cfg, config=config, callbacks=callbacks, progress=progress)
         self.teacher = teacher.eval().requires_grad_(False)
         self.tokenizer, self.h, self.cfg, self.prompts = tokenizer, hierarchy, cfg, list(prompts)
+        self.gold = list(gold)
         self.eval_splits = {
             name: [ex for ex in exs if ex.hops >= cfg.eval_min_hops] for name, exs in (eval_splits or {}).items()
         }
@@ -274,13 +297,20 @@ class DistillTrainer(RunLoop):
             )
             same = (t_logp.argmax(-1) == s_logp.detach().argmax(-1)) & mask
             agreement = same.sum() / mask.sum().clamp(min=1)
+        loss = cfg.alpha_kd * terms.loss
+        hard = torch.tensor(float("nan"))
+        if cfg.alpha_ce > 0:  # hard targets: the NLL of gold completions
+            gold = [self.gold[self.rng.randrange(len(self.gold))] for _ in range(cfg.gold_per_step)]
+            hard = sft_loss(self.model, self.tokenizer, gold)[0]
+            loss = loss + cfg.alpha_ce * hard
         self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip) if cfg.grad_clip else 0.0
         self.optimizer.step()
         return {
-            "loss/total": terms.loss.item(),
+            "loss/total": loss.item(),
             "distill/divergence": terms.divergence.item(),
+            "distill/hard_nll": hard.item(),
             "distill/on_policy": float(on_policy),
             "distill/top1_agreement": float(agreement),
             "completion/length": mask.float().sum(1).mean().item(),
@@ -328,6 +358,7 @@ __all__ = [
     "DistillConfig",
     "DistillLossOutput",
     "DistillTrainer",
+    "GOLD_POOLS",
     "distillation_loss",
     "forward_kl",
     "generalized_jsd",

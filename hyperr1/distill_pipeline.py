@@ -190,6 +190,7 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
         modes = dict(resume=resume, overwrite=overwrite)
         open_run_directory(run, config, kind="distill", resumable=RESUMABLE_CHANGES, **modes)
         held_out = {name: evals[name] for name in TEST_SPLITS}
+        gold = gold_completions(splits, seen, cfg.distill) if cfg.distill.alpha_ce > 0 else []
         trainer = DistillTrainer(
             student,
             teacher,
@@ -199,6 +200,7 @@ def run_distill(cfg: DistillRunConfig, *, resume: bool = False, overwrite: bool 
             cfg.distill,
             run / "distill",
             eval_splits=held_out,
+            gold=gold,
             config=config,
             progress=progress,
         )
@@ -244,6 +246,13 @@ def held_out_subtree(h, choice: str) -> str | None:
     if not candidates:
         return None
     return min(candidates, key=lambda x: (abs(len(h.descendants(x)) + 1 - target), x))
+
+
+def gold_completions(splits: dict, seen: list, cfg: DistillConfig) -> list:
+    """The gold completions of the hard-target term (``cfg.gold_pool``): the teacher's warm-start
+    data, which holds every training query (the held-out subtree's too, so (d) then measures what
+    the teacher's signal adds), or the distillation prompts' own gold completions."""
+    return list(splits["warm_start"]) if cfg.gold_pool == "warm_start" else list(seen)
 
 
 def prompt_pools(train: list, inside: set, share: float, seed: int) -> tuple[list, list, list]:

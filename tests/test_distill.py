@@ -243,3 +243,40 @@ def test_held_out_subtree_choice_and_prompt_pools():
     assert all(ex.args[0] in inside for ex in subtree)
     assert {ex.key for ex in seen}.isdisjoint(ex.key for ex in unseen)
     assert prompt_pools(splits["train"], inside, 0.5, seed=1)[0] == seen  # the seed fixes the share
+
+
+def test_hard_targets_add_the_gold_nll_with_their_weights(tmp_path):
+    """L = α_KD · τ² D + α_CE · NLL(gold): one step from the same student and seed gives the KD term
+    of the (1, 0) run and the gold NLL of the (0, 1) run, weighted; a missing pool is an error."""
+    import copy
+
+    from tiny_world import build_tiny_world
+
+    from hyperr1.distill import DistillConfig, DistillTrainer
+
+    h, splits, tok, teacher, _ = build_tiny_world(sft_epochs=2)
+    torch.manual_seed(0)
+    student = build_policy(len(tok), head="euclidean", head_dim=4, d_model=16, encoder_ffn_dim=16, decoder_ffn_dim=16)
+
+    def first_step(alpha_kd, alpha_ce, name):
+        cfg = DistillConfig(
+            steps=1, prompts_per_step=4, max_completion_length=12, gold_per_step=3, alpha_kd=alpha_kd, alpha_ce=alpha_ce
+        )
+        trainer = DistillTrainer(
+            copy.deepcopy(student), teacher, tok, splits["train"], h, cfg, tmp_path / name,
+            gold=splits["warm_start"], progress=False,
+        )  # fmt: skip
+        return trainer.step()
+
+    kd, hard, both = first_step(1.0, 0.0, "kd"), first_step(0.0, 1.0, "ce"), first_step(2.0, 3.0, "both")
+    assert math.isnan(kd["distill/hard_nll"]) and hard["distill/hard_nll"] > 0
+    assert hard["loss/total"] == pytest.approx(hard["distill/hard_nll"], rel=1e-6)
+    assert both["distill/divergence"] == pytest.approx(kd["distill/divergence"], rel=1e-6)
+    assert both["distill/hard_nll"] == pytest.approx(hard["distill/hard_nll"], rel=1e-6)
+    assert both["loss/total"] == pytest.approx(2 * kd["loss/total"] + 3 * hard["loss/total"], rel=1e-5)
+    cfg = DistillConfig(steps=1, alpha_ce=1.0)
+    with pytest.raises(ValueError, match="alpha_ce > 0 needs gold completions"):
+        DistillTrainer(copy.deepcopy(student), teacher, tok, splits["train"], h, cfg, tmp_path / "x", progress=False)
+    for bad in (dict(alpha_kd=0.0, alpha_ce=0.0), dict(alpha_ce=-1.0), dict(gold_pool="all")):
+        with pytest.raises(ValueError, match="alpha|gold_pool"):
+            DistillConfig(**bad).validate()

@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import distill_mammals  # noqa: E402
 import mammals_heads  # noqa: E402
 
+from hyperr1.distill_pipeline import DistillRunConfig  # noqa: E402
+from hyperr1.pipeline import load_config  # noqa: E402
+
 
 def test_shipped_sweeps_load_and_pair_every_seed():
     sweep = mammals_heads.load_sweep(mammals_heads.CONFIGS / "heads_sweep.toml")
@@ -31,6 +34,17 @@ def test_shipped_sweeps_load_and_pair_every_seed():
         start = distill_mammals.warm_start_of(chain_spec, job.seed)
         assert f"student_s{job.seed}" in str(start) and f"init_checkpoint={json.dumps(str(start))}" in job.overrides
         assert [j.name for j in chain].index(f"student_s{job.seed}") < [j.name for j in chain].index(job.name)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in distill_mammals.CONFIGS.glob("distill_sweep*.toml")))
+def test_every_shipped_distillation_job_resolves_to_a_valid_config(sweep):
+    """Each job's overrides name real fields with valid values (a typo fails here, not hours in)."""
+    spec, jobs = distill_mammals.load_jobs(distill_mammals.CONFIGS / sweep)
+    for job in (j for j in jobs if j.kind == "distill"):
+        assert job.setup in distill_mammals.SETUP_ORDER
+        overrides = [f"teacher={json.dumps(spec['teacher'])}", *job.overrides]
+        cfg = load_config(DistillRunConfig, distill_mammals.CONFIGS / spec["distill_config"], overrides)
+        cfg.validate()
 
 
 def test_a_student_table_changes_the_student_of_every_distillation_run(tmp_path):
