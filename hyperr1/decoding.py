@@ -11,7 +11,10 @@ through ``scaled_dot_product_attention`` with a preallocated key/value cache, in
 - each sampling step costs one token's worth of work (the new token's query against the cache);
 - the Poincaré head's prototype half of the distance computation is built once per sampling run;
 - the draw of each step (max, exp, inverse CDF, log-probability) is one C pass per row
-  (:func:`hyperr1.native.sample_rows`) on float32 CPU logits.
+  (:func:`hyperr1.native.sample_rows`) on float32 CPU logits;
+- each step's self- and cross-attention of one query per row is one C call
+  (:func:`hyperr1.native.attend`): ``scaled_dot_product_attention`` spends ~80 µs per call on these
+  (N, H, 1, d_h) shapes, a third of a step (``benchmarks/bench_sampler.py``).
 
 ``tests/test_model.py`` checks that this path gives the logits of the Hugging Face forward to
 float precision and that sampled log-probabilities equal teacher-forced ones.
@@ -39,8 +42,8 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # one (keys, values) pair per deco
 
 
 SAMPLE_KERNELS = ("auto", "eager", "native")
-"""Per-step draws of :func:`sample`: PyTorch ops, the C kernel :func:`hyperr1.native.sample_rows`, or
-the C kernel where it applies."""
+"""Per-step draws and attention of :func:`sample`: PyTorch ops, the C kernels
+(:func:`hyperr1.native.sample_rows`, :func:`hyperr1.native.attend`), or the C kernels where they apply."""
 
 
 @dataclass
@@ -135,6 +138,7 @@ def decode(
     enc_mask: torch.Tensor,
     cache: KV | None = None,
     qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    native_attention: bool = False,
 ) -> torch.Tensor:
     """Decoder states (N, L, D) of ``tokens`` (N, L) at positions start..start+L−1.
 
@@ -145,6 +149,9 @@ def decode(
     ``tokens`` alone (training). ``cross`` holds one (B, H, S, d_h) pair per layer for the
     B prompts, whose N/B samples are consecutive rows of ``tokens``; ``enc_mask`` (B, 1, 1, S)
     is True at real prompt tokens. ``qkv`` optionally holds :func:`fused_qkv` for a run of steps.
+    ``native_attention`` (one token per row, with a cache, float32 CPU) runs both attentions through
+    the C kernel :func:`hyperr1.native.attend`, same values to float rounding; the keys of ``cache``
+    and ``cross`` are then stored transposed, (·, H, d_h, positions), and all of them contiguous.
     """
     dec = model.model.decoder
     n, length = tokens.shape
@@ -157,25 +164,37 @@ def decode(
     x = x + dec.embed_positions.weight[start + offset : start + offset + length]
     x = dec.layernorm_embedding(x)
     qkv = qkv or fused_qkv(model)
+    if native_attention and (cache is None or length != 1):
+        raise ValueError("native_attention decodes one token per row against a cache")
     for i, layer in enumerate(dec.layers):
         sa = layer.self_attn
-        q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, *qkv[i]).chunk(3, dim=-1))
-        if cache is not None:
-            k_all, v_all = cache[i]
-            k_all[:, :, start : start + length] = k
-            v_all[:, :, start : start + length] = v
-            k, v = k_all[:, :, : start + length], v_all[:, :, : start + length]
-        # one new query attends to every cached key; a block of L > 1 queries attends causally
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
-        x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(a)))
+        if native_attention:  # one query per row against the cache (N, H, T_max, d_h), in C
+            q, k, v = F.linear(x[:, 0], *qkv[i]).chunk(3, dim=-1)  # (N, D) each
+            kt_all, v_all = cache[i]  # keys transposed: (N, H, d_h, T_max)
+            kt_all[:, :, :, start] = k.view(n, sa.num_heads, -1)
+            v_all[:, :, start] = v.view(n, sa.num_heads, -1)
+            a = native.attend(q, kt_all, v_all, start + 1)[:, None]  # (N, 1, D)
+        else:
+            q, k, v = (_heads(t, sa.num_heads) for t in F.linear(x, *qkv[i]).chunk(3, dim=-1))
+            if cache is not None:
+                k_all, v_all = cache[i]
+                k_all[:, :, start : start + length] = k
+                v_all[:, :, start : start + length] = v
+                k, v = k_all[:, :, : start + length], v_all[:, :, : start + length]
+            # one new query attends to every cached key; a block of L > 1 queries attends causally
+            a = _merge(F.scaled_dot_product_attention(q, k, v, is_causal=length > 1))
+        x = layer.self_attn_layer_norm(x + sa.out_proj(a))
         ca = layer.encoder_attn
-        ck, cv = cross[i]  # (B, H, S, d_h): once per prompt, shared by its G samples
-        b, h, _, d_h = ck.shape
+        ck, cv = cross[i]  # (B, H, S, d_h), keys transposed for native_attention: once per prompt
+        b, h, s_len, d_h = cv.shape
         g = n // b
-        # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
-        q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
-        a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
-        a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
+        if native_attention:  # the G rows of a prompt are G queries against its keys
+            a = native.attend(ca.q_proj(x[:, 0]), ck, cv, s_len, enc_mask.view(b, s_len))[:, None]
+        else:
+            # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
+            q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
+            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
+            a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
         x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
         x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
     return x
@@ -296,11 +315,13 @@ def sample(
     Log-probabilities are those of the tempered distribution softmax(logits / T) before
     top-k/top-p filtering, i.e. of the policy being trained when T = 1.
 
-    ``kernel`` picks the per-step draw: ``"eager"`` (log_softmax, exp, :func:`sample_categorical`),
-    ``"native"`` (:func:`hyperr1.native.sample_rows`, one C pass per row over float32 CPU logits)
-    or ``"auto"`` (native where it applies and builds: CPU, float32, no top-k/top-p). Both draw one
-    uniform per row from ``generator`` and invert the same CDF, so they give the same tokens up to
-    float rounding at a CDF boundary, and log-probabilities within float32 rounding.
+    ``kernel`` picks the per-step draw and attention: ``"eager"`` (log_softmax, exp,
+    :func:`sample_categorical`; ``scaled_dot_product_attention``), ``"native"`` (the C kernels
+    :func:`hyperr1.native.sample_rows`, one pass per row over float32 CPU logits, and
+    :func:`hyperr1.native.attend`, both attentions of a step) or ``"auto"`` (native where it applies
+    and builds: CPU, float32; the draw also needs no top-k/top-p). Both draw one uniform per row from
+    ``generator`` and invert the same CDF, so they give the same tokens up to float rounding at a
+    CDF boundary, and log-probabilities within float32 rounding.
     """
     if kernel not in SAMPLE_KERNELS:
         raise ValueError(f"unknown sampling kernel {kernel!r}; known: {list(SAMPLE_KERNELS)}")
@@ -331,6 +352,30 @@ def _native_draw(kernel: str, filtered: bool, device: torch.device, dtype: torch
     return kernel == "auto" and applies and native.sample_available()
 
 
+def _native_attention(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :func:`sample` attends with the C kernel :func:`hyperr1.native.attend` (``kernel`` as there)."""
+    applies = device.type == "cpu" and dtype == torch.float32
+    if kernel == "native":
+        if not applies:
+            raise ValueError("kernel='native' decodes float32 on the CPU; use 'auto' or 'eager'")
+        return True
+    return kernel == "auto" and applies and native.sample_available()
+
+
+ATTEND_BLOCK = 16
+"""SCORE_BLOCK of ``sample_kernels.c``: the C attention's buffers hold whole blocks of positions."""
+
+
+def _blocked_cross(cross: KV, enc_mask: torch.Tensor) -> tuple[KV, torch.Tensor]:
+    """The prompt keys transposed (B, H, d_h, S'), the values (B, H, S', d_h) and the mask (B, 1, 1, S'),
+    contiguous and padded with masked positions to S' = S rounded up to ATTEND_BLOCK."""
+    pad = -enc_mask.shape[-1] % ATTEND_BLOCK
+    blocked = [
+        (F.pad(k.transpose(2, 3), (0, pad)).contiguous(), F.pad(v, (0, 0, 0, pad)).contiguous()) for k, v in cross
+    ]
+    return blocked, F.pad(enc_mask, (0, pad), value=False).contiguous()
+
+
 def _draw(
     model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator, kernel
 ):
@@ -339,20 +384,26 @@ def _draw(
     cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
     n, device = enc_mask.shape[0] * num_samples, input_ids.device
     heads, d_h = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
-    cache = [
-        (cross[0][0].new_empty(n, heads, max_new_tokens, d_h), cross[0][0].new_empty(n, heads, max_new_tokens, d_h))
-        for _ in range(cfg.decoder_layers)
-    ]  # (N, H, T_max, d_h) per layer
-    head, qkv = inference_head(model), fused_qkv(model)
     filtered = top_k > 0 or top_p < 1.0
+    use_native = _native_draw(kernel, filtered, device, cross[0][0].dtype)  # the logits' dtype and device
+    fast = _native_attention(kernel, device, cross[0][0].dtype)
+    if fast:  # the C attention reads keys transposed, (·, H, d_h, positions), in whole blocks of positions
+        cross, enc_mask = _blocked_cross(cross, enc_mask)
+    t_cache = -(-max_new_tokens // ATTEND_BLOCK) * ATTEND_BLOCK if fast else max_new_tokens
+    cache = [
+        (cross[0][0].new_zeros(n, heads, t_cache, d_h), cross[0][0].new_zeros(n, heads, t_cache, d_h))
+        for _ in range(cfg.decoder_layers)
+    ]  # (N, H, T_max, d_h) per layer; for the C attention the keys (N, H, d_h, T_max)
+    head, qkv = inference_head(model), fused_qkv(model)
     tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(n, max_new_tokens, device=device)
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    use_native = _native_draw(kernel, filtered, device, cross[0][0].dtype)  # the logits' dtype and device
+    if fast:
+        cache = [(kt.view(n, heads, d_h, t_cache), v) for kt, v in cache]
     for t in range(max_new_tokens):
-        logits = head(decode(model, last, t, cross, enc_mask, cache, qkv)[:, -1])  # (N, V)
+        logits = head(decode(model, last, t, cross, enc_mask, cache, qkv, native_attention=fast)[:, -1])  # (N, V)
         if not greedy and temperature != 1.0:
             logits = logits / temperature
         if use_native:  # the uniforms sample_categorical would draw, one per row

@@ -1,7 +1,11 @@
-"""The sampler's C draw (native.sample_rows) against the inverse CDF it implements, and in the sampler."""
+"""The sampler's C kernels against what they implement (native.sample_rows: the inverse CDF;
+native.attend: scaled_dot_product_attention of one query row), and in the sampler."""
 
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_model import prompts, tiny
 
 from hyperr1 import native
@@ -98,3 +102,59 @@ def test_the_sampler_refuses_a_kernel_it_cannot_use():
         sample(model, ids, mask, kernel="cuda")
     with pytest.raises(ValueError, match="without top-k/top-p"):
         sample(model, ids, mask, top_p=0.9, kernel="native")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 5), g=st.integers(1, 4), h=st.integers(1, 4), d=st.integers(1, 33),
+    len_max=st.integers(1, 70), data=st.data(),
+)  # fmt: skip
+def test_attend_is_sdpa_of_single_query_rows(b, g, h, d, len_max, data):
+    length = data.draw(st.integers(1, len_max))
+    seed = data.draw(st.integers(0, 2**16))
+    gen = torch.Generator().manual_seed(seed)
+    k, v = torch.randn(2, b, h, len_max, d, generator=gen)
+    q = torch.randn(b * g, 2 * h * d, generator=gen)[:, h * d :]  # row stride 2·h·d, as in the fused q|k|v
+    mask = torch.rand(b, len_max, generator=gen) > 0.4
+    mask[:, 0] = True
+    q4 = q.reshape(b, g, h, d).transpose(1, 2)  # (B, H, G, d)
+    for m in (None, mask):
+        sdpa_mask = None if m is None else m[:, None, None, :length]
+        ref = F.scaled_dot_product_attention(q4, k[..., :length, :], v[..., :length, :], attn_mask=sdpa_mask)
+        out = native.attend(q, k.transpose(-1, -2).contiguous(), v, length, m)  # keys transposed
+        torch.testing.assert_close(out, ref.transpose(1, 2).reshape(b * g, h * d), rtol=1e-5, atol=2e-6)
+
+
+def test_attend_does_not_depend_on_the_thread_count_and_gives_nan_without_keys():
+    g = torch.Generator().manual_seed(7)
+    kt, v = torch.randn(64, 4, 16, 80, generator=g), torch.randn(64, 4, 80, 16, generator=g)
+    q = torch.randn(64, 64, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.attend(q, kt, v, 80)
+        torch.set_num_threads(2)
+        two = native.attend(q, kt, v, 80)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    mask = torch.ones(64, 80, dtype=torch.bool)
+    mask[3] = False  # row 3 has no key to attend: NaN, as scaled_dot_product_attention gives
+    out = native.attend(q, kt, v, 80, mask)
+    assert out[3].isnan().all() and not out[[0, 4]].isnan().any()
+
+
+def test_attend_refuses_what_it_cannot_read():
+    kt, v = torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 5, 4)
+    with pytest.raises(ValueError, match="float32"):
+        native.attend(torch.zeros(2, 12, dtype=torch.float64), kt, v, 5)
+    with pytest.raises(ValueError, match="query rows"):
+        native.attend(torch.zeros(2, 10), kt, v, 5)
+    with pytest.raises(ValueError, match="length"):
+        native.attend(torch.zeros(2, 12), kt, v, 6)
+    with pytest.raises(ValueError, match="transposed keys"):
+        native.attend(torch.zeros(2, 12), v, v, 5)  # keys not transposed
+    with pytest.raises(ValueError, match="transposed keys"):
+        native.attend(torch.zeros(2, 12), kt.transpose(2, 3).contiguous().transpose(2, 3), v, 5)
+    with pytest.raises(ValueError, match="bool mask"):
+        native.attend(torch.zeros(2, 12), kt, v, 5, torch.ones(2, 4, dtype=torch.bool))

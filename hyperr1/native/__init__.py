@@ -69,6 +69,7 @@ __all__ = [
     "sample_available",
     "sample_library",
     "sample_rows",
+    "attend",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
@@ -358,6 +359,9 @@ def sample_library() -> ctypes.CDLL:
     # logits, n, v, u, greedy, scratch, scratch_rows, tokens, logp, threads
     lib.hyperr1_sample_rows.argtypes = [ptr, i64, i64, ptr, ctypes.c_int, ptr, i64, ptr, ptr, ctypes.c_int]
     lib.hyperr1_sample_rows.restype = ctypes.c_int
+    # q, q_stride, k, v, mask, b, g, h, d, len, len_max, scale, out, scratch, scratch_rows, threads
+    lib.hyperr1_attend.argtypes = [ptr, i64, ptr, ptr, ptr, *[i64] * 6, ctypes.c_float, ptr, ptr, i64, ctypes.c_int]
+    lib.hyperr1_attend.restype = ctypes.c_int
     return lib
 
 
@@ -395,3 +399,40 @@ def sample_rows(logits: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Ten
     if status != 0:
         raise RuntimeError(f"native sampler failed with status {status}")
     return tokens, logp
+
+
+def attend(
+    q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, length: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One decoding step's attention, ``scaled_dot_product_attention`` of single query rows
+    (``sample_kernels.c``, ``hyperr1_attend``), float32 on the CPU.
+
+    ``q`` (B·G, D) query rows (any row stride, unit stride inside a row), D = H·d; ``kt``
+    (B, H, d, L_max) the keys *transposed* and ``v`` (B, H, L_max, d) the values, contiguous, of
+    which the first ``length`` positions are attended; ``mask`` (B, L_max) bool (True: attend) or
+    None. The G consecutive rows of prompt b attend to its keys. Returns (B·G, D): head h of row r
+    in columns h·d … h·d + d − 1.
+    """
+    b, h, len_max, d = v.shape
+    tensors = (q, kt, v) if mask is None else (q, kt, v, mask)
+    if any(t.device.type != "cpu" for t in tensors) or {q.dtype, kt.dtype, v.dtype} != {torch.float32}:
+        raise ValueError("native attention: need float32 tensors on the CPU")
+    if q.dim() != 2 or q.shape[1] != h * d or q.shape[0] % max(b, 1) or q.stride(1) != 1:
+        raise ValueError(f"native attention: need (B·G, {h * d}) query rows with unit column stride, got "
+                         f"{tuple(q.shape)} with strides {q.stride()} for values {tuple(v.shape)}")  # fmt: skip
+    if kt.shape != (b, h, d, len_max) or not (kt.is_contiguous() and v.is_contiguous()) or not 1 <= length <= len_max:
+        raise ValueError(f"native attention: need contiguous transposed keys (B, H, d, L_max) = {(b, h, d, len_max)}, "
+                         f"got {tuple(kt.shape)}, and 1 <= length <= {len_max}, got {length}")  # fmt: skip
+    if mask is not None and (mask.shape != (b, len_max) or mask.dtype != torch.bool or not mask.is_contiguous()):
+        raise ValueError(f"native attention: need a contiguous (B, L_max) = {(b, len_max)} bool mask")
+    g = q.shape[0] // b
+    threads = max(1, torch.get_num_threads())
+    out = torch.empty(b * g, h * d, dtype=torch.float32)
+    scratch = torch.empty(threads, length, dtype=torch.float32)
+    status = sample_library().hyperr1_attend(
+        q.data_ptr(), q.stride(0), kt.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(),
+        b, g, h, d, length, len_max, d**-0.5, out.data_ptr(), scratch.data_ptr(), threads, threads,
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"native attention failed with status {status}")
+    return out

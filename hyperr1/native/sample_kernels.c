@@ -110,3 +110,127 @@ int hyperr1_sample_rows(const float *logits, int64_t n, int64_t v, const float *
     }
     return 0;
 }
+
+/* Single-query attention, the attention of one decoding step (hyperr1.native.attend).
+ *
+ * For prompt (or row) b, head h and query g of that prompt, with keys k_j and values v_j (j < len,
+ * and mask[b, j] != 0 where a mask is given):
+ *
+ *   s_j = scale · ⟨q, k_j⟩,   m = max_j s_j,   out = Σ_j exp(s_j − m) v_j / Σ_j exp(s_j − m)
+ *
+ * which is scaled_dot_product_attention of one query row, with the exp of sample_row. Self-attention
+ * passes the cache (one query per row, G = 1, len = the positions decoded so far); cross-attention
+ * the prompt's keys, its G samples as G queries and the prompt mask. A query with no key to attend
+ * gets NaN, as scaled_dot_product_attention gives it.
+ *
+ * The keys are stored transposed, (d, len_max) per (b, h), so that the scores of a query are d
+ * vectorised passes s += q_c · k_{c,·} over blocks of SCORE_BLOCK positions held in registers, and
+ * the values (len_max, d), so that the output is len vectorised passes o += w_j · v_j over the d
+ * components. A len_max that is a multiple of SCORE_BLOCK spares the masked tail of the last block
+ * (its scores past len are computed from whatever the buffer holds, and dropped). Layouts (float32):
+ *
+ *   q   (B, G, H, d), query rows q_stride floats apart (q + (b·G + g)·q_stride + h·d)
+ *   kt  (B, H, d, len_max) contiguous;  v (B, H, len_max, d) contiguous
+ *   mask (B, len_max) bytes or NULL;  out (B, G, H, d) contiguous;  scratch (threads, len) floats
+ *
+ * (b, h) pairs are split over threads (static schedule: each output is computed by one thread, so
+ * the result does not depend on the thread count). Returns 0, or 1 on bad sizes. */
+#define SCORE_BLOCK 16
+
+/* One (b, h) pair: its G queries against its keys. Inlined into hyperr1_attend once per head width in
+ * ATTEND_WIDTHS with d a constant, so that the loops over d unroll and stay in registers. */
+static inline __attribute__((always_inline)) void attend_pair(
+    const float *restrict qb, int64_t q_stride, const float *restrict kb, const float *restrict vb,
+    const uint8_t *mb, int64_t g, int64_t h, const int64_t d, int64_t len, int64_t len_max, float scale,
+    float *restrict ob, float *restrict s) {
+    for (int64_t gi = 0; gi < g; ++gi) {
+        const float *restrict qr = qb + gi * q_stride;
+        float *restrict o = ob + gi * h * d;
+        for (int64_t j0 = 0; j0 < len; j0 += SCORE_BLOCK) { /* SCORE_BLOCK scores in registers over all c */
+            const int64_t n = len - j0 < SCORE_BLOCK ? len - j0 : SCORE_BLOCK;
+            float acc[SCORE_BLOCK] = {0.0f};
+            if (j0 + SCORE_BLOCK <= len_max) { /* a whole block (past len: unused, in bounds) */
+                for (int64_t c = 0; c < d; ++c) {
+                    const float qc = scale * qr[c];
+                    const float *restrict kc = kb + c * len_max + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < SCORE_BLOCK; ++j) acc[j] += qc * kc[j];
+                }
+            } else {
+                for (int64_t c = 0; c < d; ++c) {
+                    const float qc = scale * qr[c];
+                    const float *restrict kc = kb + c * len_max + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < n; ++j) acc[j] += qc * kc[j];
+                }
+            }
+            for (int64_t j = 0; j < n; ++j) s[j0 + j] = acc[j];
+        }
+        if (mb) {
+#pragma omp simd
+            for (int64_t j = 0; j < len; ++j) s[j] = mb[j] ? s[j] : -INFINITY;
+        }
+        float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < len; ++j) m = s[j] > m ? s[j] : m;
+        if (m == -INFINITY) {
+            for (int64_t c = 0; c < d; ++c) o[c] = NAN;
+            continue;
+        }
+        float z = 0.0f;
+#pragma omp simd reduction(+ : z)
+        for (int64_t j = 0; j < len; ++j) {
+            s[j] = exp_le0(s[j] - m);
+            z += s[j];
+        }
+        const float inv = 1.0f / z;
+        float acc[d > 0 && d <= 64 ? d : 1];
+        if (d <= 64) {
+            for (int64_t c = 0; c < d; ++c) acc[c] = 0.0f;
+            for (int64_t j = 0; j < len; ++j) {
+                const float w = s[j] * inv;
+#pragma omp simd
+                for (int64_t c = 0; c < d; ++c) acc[c] += w * vb[j * d + c];
+            }
+            for (int64_t c = 0; c < d; ++c) o[c] = acc[c];
+        } else {
+            for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
+            for (int64_t j = 0; j < len; ++j) {
+                const float w = s[j] * inv;
+#pragma omp simd
+                for (int64_t c = 0; c < d; ++c) o[c] += w * vb[j * d + c];
+            }
+        }
+    }
+}
+
+#define ATTEND_PAIR(D) \
+    attend_pair(qb, q_stride, kb, vb, mb, g, h, (D), len, len_max, scale, ob, s)
+
+int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const float *v, const uint8_t *mask,
+                   int64_t b, int64_t g, int64_t h, int64_t d, int64_t len, int64_t len_max, float scale,
+                   float *out, float *scratch, int64_t scratch_rows, int threads) {
+    if (b < 0 || g < 1 || h < 1 || d < 1 || len < 1 || len > len_max || q_stride < h * d) return 1;
+    int64_t t = (b * g * h * len * d) / MIN_ELEMENTS_PER_THREAD;
+    if (t > threads) t = threads;
+    if (t > b * h) t = b * h;
+    if (t < 1) t = 1;
+    if (t > scratch_rows) return 1;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
+    for (int64_t bh = 0; bh < b * h; ++bh) {
+        const int64_t bi = bh / h, hi = bh % h;
+        const float *kb = kt + bh * len_max * d, *vb = v + bh * len_max * d;
+        const float *qb = q + bi * g * q_stride + hi * d;
+        const uint8_t *mb = mask ? mask + bi * len_max : NULL;
+        float *ob = out + (bi * g * h + hi) * d;
+        float *s = scratch + (int64_t)omp_get_thread_num() * len;
+        switch (d) { /* ATTEND_WIDTHS: the usual head widths get d as a constant */
+            case 8: ATTEND_PAIR(8); break;
+            case 16: ATTEND_PAIR(16); break;
+            case 32: ATTEND_PAIR(32); break;
+            case 64: ATTEND_PAIR(64); break;
+            default: ATTEND_PAIR(d);
+        }
+    }
+    return 0;
+}
