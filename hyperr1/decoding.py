@@ -248,7 +248,39 @@ def completion_logits(
     cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
     start = torch.full_like(completions[:, :1], model.config.decoder_start_token_id)
     dec_in = torch.cat([start, completions[:, :-1]], dim=1)  # (N, T): <s> y_1 .. y_{T-1}
-    return model.logits(decode(model, dec_in, 0, cross, enc_mask)) / temperature  # (N, T, V)
+    logits = model.logits(decode(model, dec_in, 0, cross, enc_mask))  # (N, T, V)
+    return logits if temperature == 1.0 else logits / temperature  # T = 1: no copy of N·T·V floats
+
+
+class TokenLogProbs(torch.autograd.Function):
+    """log softmax(z)_y and the entropy of softmax(z) per position, in fewer passes over V than
+    ``log_softmax`` + ``gather`` (+ the entropy) and their backward.
+
+    With ℓ = logsumexp(z) and p = exp(z − ℓ)::
+
+        log π_y = z_y − ℓ,      H = −Σ_v p_v log p_v = ℓ − Σ_v p_v z_v,      ∂ log π_y / ∂z = 1_y − p
+
+    Forward keeps p (the one N·T·V buffer) for backward, which is one multiply and a scatter-add of
+    the incoming gradient at y; the entropy is a metric and gets no gradient. On the GRPO step of
+    ``benchmarks/bench_grpo.py`` these vocabulary-wide passes were a quarter of the step.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, entropy: bool):  # (N, T, V), (N, T)
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (N, T, 1)
+        p = (logits - lse).exp_()  # (N, T, V)
+        logp = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (N, T)
+        ent = lse.squeeze(-1) - torch.linalg.vecdot(p, logits) if entropy else torch.zeros_like(logp)
+        ctx.save_for_backward(p, tokens)
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, grad_logp: torch.Tensor, _grad_entropy):
+        p, tokens = ctx.saved_tensors
+        g = grad_logp.unsqueeze(-1)  # (N, T, 1)
+        grad = (p * -g).scatter_add_(-1, tokens.unsqueeze(-1), g)  # (1_y − p) · g
+        return grad, None, None
 
 
 def completion_logprobs(
@@ -266,12 +298,8 @@ def completion_logprobs(
     logits = completion_logits(
         model, input_ids, attention_mask, completions, num_samples=num_samples, temperature=temperature
     )
-    logp_all = logits.log_softmax(-1)  # (N, T, V)
-    logp = logp_all.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N, T)
-    if not return_entropy:
-        return logp
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N, T)
-    return logp, entropy
+    logp, entropy = TokenLogProbs.apply(logits, completions, return_entropy)  # (N, T) each
+    return (logp, entropy) if return_entropy else logp
 
 
 def completion_log_distribution(
@@ -285,7 +313,7 @@ def completion_log_distribution(
 ) -> torch.Tensor:
     """The full teacher-forced next-token distribution log softmax(logits / T) (N, T, V) at every
     position of ``completions`` — what logit distillation compares (Hinton et al. 2015). Gathering
-    it at the completion's tokens gives :func:`completion_logprobs` exactly."""
+    it at the completion's tokens gives :func:`completion_logprobs` to float rounding."""
     logits = completion_logits(
         model, input_ids, attention_mask, completions, num_samples=num_samples, temperature=temperature
     )

@@ -221,7 +221,29 @@ def test_full_distributions_gather_to_the_logprobs(head="poincare"):
         assert dist.shape == (6, 6, V)
         torch.testing.assert_close(dist.exp().sum(-1), torch.ones(6, 6))  # a distribution at every position
         logp = model.completion_logprobs(ids, mask, completions, num_samples=2, temperature=temperature)
-        assert torch.equal(dist.gather(-1, completions[..., None]).squeeze(-1), logp)  # the same numbers
+        gathered = dist.gather(-1, completions[..., None]).squeeze(-1)  # the same numbers, to float rounding
+        torch.testing.assert_close(gathered, logp, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("entropy", [True, False])
+def test_token_logprobs_entropy_and_gradient_are_those_of_log_softmax(entropy):
+    """TokenLogProbs against log_softmax + gather and −Σ p log p, values and gradients (float64)."""
+    from hyperr1.decoding import TokenLogProbs
+
+    g = torch.Generator().manual_seed(0)
+    z = (3 * torch.randn(3, 5, 11, generator=g, dtype=torch.float64)).requires_grad_()
+    y = torch.randint(0, 11, (3, 5), generator=g)
+    logp, ent = TokenLogProbs.apply(z, y, entropy)
+    ref_all = z.log_softmax(-1)
+    ref = ref_all.gather(-1, y[..., None]).squeeze(-1)
+    torch.testing.assert_close(logp, ref)
+    expected = -(ref_all.exp() * ref_all).sum(-1) if entropy else torch.zeros(3, 5, dtype=torch.float64)
+    torch.testing.assert_close(ent, expected.detach())
+    w = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((logp * w).sum(), z)
+    (ref_grad,) = torch.autograd.grad((ref * w).sum(), z)
+    torch.testing.assert_close(grad, ref_grad)
+    assert torch.autograd.gradcheck(lambda t: TokenLogProbs.apply(t, y, entropy)[0], (z,))
 
 
 def test_a_seed_gives_both_heads_the_same_initial_trunk():

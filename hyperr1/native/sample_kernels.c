@@ -138,7 +138,7 @@ int hyperr1_sample_rows(const float *logits, int64_t n, int64_t v, const float *
 #define SCORE_BLOCK 16
 
 /* One (b, h) pair: its G queries against its keys. Inlined into hyperr1_attend once per head width in
- * ATTEND_WIDTHS with d a constant, so that the loops over d unroll and stay in registers. */
+ * ATTEND_WIDTHS (8, 12, 16, 32, 64) with d a constant, so that the loops over d unroll and stay in registers. */
 static inline __attribute__((always_inline)) void attend_pair(
     const float *restrict qb, int64_t q_stride, const float *restrict kb, const float *restrict vb,
     const uint8_t *mb, int64_t g, int64_t h, const int64_t d, int64_t len, int64_t len_max, float scale,
@@ -226,6 +226,7 @@ int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const floa
         float *s = scratch + (int64_t)omp_get_thread_num() * len;
         switch (d) { /* ATTEND_WIDTHS: the usual head widths get d as a constant */
             case 8: ATTEND_PAIR(8); break;
+            case 12: ATTEND_PAIR(12); break;
             case 16: ATTEND_PAIR(16); break;
             case 32: ATTEND_PAIR(32); break;
             case 64: ATTEND_PAIR(64); break;
