@@ -89,6 +89,8 @@ PRODUCERS = {
     },
     "bench_embeddings_steps": r"\texttt{python} \nolinkurl{benchmarks/bench_embeddings.py} \texttt{--step-ab "
     r"wordnet:entity.n.01}",
+    "bench_grpo_question": r"\texttt{python} \nolinkurl{benchmarks/bench_grpo.py} \texttt{--prompt question} "
+    "(TRL in its own environment)",
 }
 
 # ---------------------------------------------------------------- formatting
@@ -1329,19 +1331,32 @@ def speed(paper: Paper, results: Path = RESULTS) -> None:
         paper.macro("StudentRatio", f"{100 * ours['params']['student'] / ours['params']['teacher']:.1f}\\%")
         paper.macro("CPUCount", tex(b["machine"].split("cpus=")[-1]))
     rows, missing = [], []
-    for name in ("bench_grpo", "bench_sampler", "bench_head", "bench_embeddings", "bench_embeddings_steps"):
+    repeats_path = results / "bench_repeats.json"  # benchmarks/repeat.py: every run's ratio
+    repeats = json.loads(repeats_path.read_text()) if repeats_path.exists() else {}
+    names = (
+        "bench_grpo",
+        "bench_grpo_question",
+        "bench_sampler",
+        "bench_head",
+        "bench_embeddings",
+        "bench_embeddings_steps",
+    )
+    for name in names:
         p = results / f"{name}.json"
         if not p.exists():
             missing.append(name)
             continue
+        rep = repeats.get(name, {})
         for key, v in sorted(json.loads(p.read_text()).items()):
+            runs = f"{rep['min']:.2f}--{rep['max']:.2f} ({len(rep['runs'])})" if rep.get("key") == key else "--"
+            cells = [r"\texttt{" + tex(name) + "}", r"\texttt{" + tex(key) + "}"]
             if "over" in key and isinstance(v, (int, float)):
-                rows.append([r"\texttt{" + tex(name) + "}", r"\texttt{" + tex(key) + "}", f"{v:.2f}"])
+                rows.append([*cells, f"{v:.2f}", runs])
             elif "over" in key and isinstance(v, dict) and "median" in v:
-                rows.append([r"\texttt{" + tex(name) + "}", r"\texttt{" + tex(key) + "}", f"{v['median']:.2f}"])
+                rows.append([*cells, f"{v['median']:.2f}", runs])
     text = "".join(pending(rf"\nolinkurl{{results/{n}.json}}", PRODUCERS[n]) for n in missing)
     if rows:
-        text += "\n" + tabular("llr", ["benchmark", "ratio", "median"], rows)
+        text += "\n" + tabular("llrr", ["benchmark", "ratio", "median", "runs (n)"], rows)
     paper.fragment("speed_others", text)
 
 

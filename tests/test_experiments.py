@@ -187,3 +187,24 @@ def test_short_runs_keep_their_curves_and_old_curves_do_not_break_the_reflection
         _rows("poincare", 2, 0, 0.3, 0.4) + _rows("poincare", 2, 1, 0.3, 0.4), tmp_path / "curves"
     )
     assert "| poincare_d2 | 1 | 0.250 ± 0.000 | 0.250 ± 0.000 |" in table  # the seed without reflection is skipped
+
+
+def test_benchmark_repeats_keep_every_run_and_the_median_one(tmp_path):
+    """benchmarks/repeat.py: each run's ratio in bench_repeats.json, the median run as the result file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import repeat
+
+    counter = tmp_path / "n"
+    fake = tmp_path / "bench_fake.py"  # ratios 3, 1, 2 on its three runs
+    fake.write_text(
+        "import json, sys, pathlib\n"
+        f"c = pathlib.Path({str(counter)!r}); i = int(c.read_text()) if c.exists() else 0; c.write_text(str(i + 1))\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "json.dump({'nested': {'ratio': [3.0, 1.0, 2.0][i]}, 'run': i}, open(out, 'w'))\n"
+    )
+    repeat.main(["--runs", "3", "--key", "nested.ratio", "--results", str(tmp_path), "--", sys.executable, str(fake)])
+    table = json.loads((tmp_path / "bench_repeats.json").read_text())["bench_fake"]
+    assert table["runs"] == [3.0, 1.0, 2.0] and (table["min"], table["median"], table["max"]) == (1.0, 2.0, 3.0)
+    assert json.loads((tmp_path / "bench_fake.json").read_text())["run"] == 2  # the run whose ratio is the median
+    with pytest.raises(SystemExit):
+        repeat.main(["--key", "x", "--results", str(tmp_path)])
