@@ -168,7 +168,7 @@ def decode(
         raise ValueError("native_attention decodes one token per row against a cache")
     for i, layer in enumerate(dec.layers):
         sa = layer.self_attn
-        if native_attention:  # one query per row against the cache (N, H, T_max, d_h), in C
+        if native_attention:  # one query per row against the cache, in C
             q, k, v = F.linear(x[:, 0], *qkv[i]).chunk(3, dim=-1)  # (N, D) each
             kt_all, v_all = cache[i]  # keys transposed: (N, H, d_h, T_max)
             kt_all[:, :, :, start] = k.view(n, sa.num_heads, -1)

@@ -1096,7 +1096,9 @@ def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
             paper.fragment(name, lead + float_table(table, caption, f"tab:{name}"))
 
 
-SETUPS = ("sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "gkd")  # experiments/distill_mammals.py
+SETUPS = (  # experiments/distill_mammals.py
+    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "gkd"
+)  # fmt: skip
 SHORT = {
     "test_unseen_pair": "pair",
     "test_unseen_subject": "subject",
@@ -1261,6 +1263,21 @@ def distillation_chain_long(paper: Paper, results: Path = RESULTS) -> None:
     )  # fmt: skip
 
 
+def distillation_chain_hard(paper: Paper, results: Path = RESULTS) -> None:
+    """The long two-stage sweep at the lower second-stage rate, with hard targets and their control
+    (``results/distill_chain_hard/runs.jsonl``)."""
+    _sweep_table(
+        paper, results, "distill_chain_hard", "tab:distill-chain-hard",
+        "The two stages of Table~\\ref{tab:distill-chain-long} with the distillation stage at a tenth of "
+        "its learning rate, alone (\\texttt{sft\\_word\\_kd}), with the gold completions' NLL beside the "
+        "teacher's term (\\texttt{sft\\_word\\_kd\\_hard}, Hinton et al.'s hard targets) and that NLL "
+        "alone (\\texttt{sft\\_continued}, no teacher) "
+        "(\\nolinkurl{experiments/configs/distill_sweep_chain_hard.toml}), from "
+        "\\nolinkurl{results/distill_chain_hard/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+
+
 def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = "") -> None:
     """Per setup and init of the sweep ``name``: the student's held-out accuracy (mean of the two
     splits) with its t-interval, the per-seed values and the retention; with ``paired_with``, the
@@ -1398,6 +1415,7 @@ def build() -> Paper:
     distillation_long(paper)
     distillation_chain(paper)
     distillation_chain_long(paper)
+    distillation_chain_hard(paper)
     speed(paper)
     figures(paper)
     return paper
