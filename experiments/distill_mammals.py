@@ -53,7 +53,8 @@ CONFIGS = Path(__file__).parent / "configs"
 HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
 BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
 SETUP_ORDER = (
-    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "gkd"
+    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "sft_gkd",
+    "sft_gkd_hard", "gkd"
 )  # fmt: skip
 
 

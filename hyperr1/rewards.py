@@ -355,6 +355,8 @@ def _score(
     hierarchy: Hierarchy | None,
 ) -> dict[str, list[float]]:
     """``{name: [r_name(c) for c in completions]}``, parsing each completion exactly once."""
+    if isinstance(completions, (str, bytes)):  # a str is a Sequence: it would be scored one character at a time
+        raise TypeError("completions must be a sequence of completions, got one string: pass [completion]")
     per_fn: dict[str, list[float]] = {n: [] for n in names}
     for i, c in enumerate(completions):
         p = parse_completion(c)  # the one parse of this completion

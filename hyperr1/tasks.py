@@ -327,8 +327,14 @@ class HopCurriculum:
 
 def check_concepts(h: Hierarchy) -> None:
     """Raise ``ValueError`` if a concept cannot be one grammar token (whitespace, reserved word)."""
-    for v in h.nodes:
-        if not v or any(c.isspace() for c in v):
-            raise ValueError(f"concept {v!r} of {h.name!r} is not a single whitespace-free token")
-        if v in GRAMMAR_TOKENS:
-            raise ValueError(f"concept {v!r} of {h.name!r} collides with a grammar token")
+    spaced = sorted(v for v in h.nodes if not v or any(c.isspace() for c in v))
+    if spaced:
+        shown = ", ".join(repr(v) for v in spaced[:5]) + (", …" if len(spaced) > 5 else "")
+        raise ValueError(
+            f"{len(spaced)} concept(s) of {h.name!r} are not single whitespace-free tokens ({shown}); every "
+            "concept is one token of the policy's vocabulary: rename them in the data, e.g. with '_' for "
+            "spaces as WordNet's lemmas do (domestic_cat)"
+        )
+    reserved = sorted(v for v in h.nodes if v in GRAMMAR_TOKENS)
+    if reserved:
+        raise ValueError(f"concept(s) {reserved} of {h.name!r} collide with grammar tokens; rename them in the data")

@@ -1097,7 +1097,8 @@ def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
 
 
 SETUPS = (  # experiments/distill_mammals.py
-    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "gkd"
+    "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "sft_gkd",
+    "sft_gkd_hard", "gkd"
 )  # fmt: skip
 SHORT = {
     "test_unseen_pair": "pair",

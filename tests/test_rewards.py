@@ -148,6 +148,16 @@ def test_accuracy_columns_and_parsing():
         accuracy_reward(comps, answer=["b"])
 
 
+def test_one_string_is_not_a_batch_of_characters():
+    text = "<think> a -> b </think> <answer> b </answer>"
+    assert format_reward([text]) == [1.0]
+    for call in (lambda: format_reward(text), lambda: accuracy_reward(text, answer=["b"] * len(text))):
+        with pytest.raises(TypeError, match="one string"):
+            call()
+    with pytest.raises(TypeError, match="one string"):
+        composite_reward()(text, answers=["b"] * len(text))
+
+
 def test_faithfulness_applies_retractions():
     h = Hierarchy.balanced_tree(2, 3)
     faith = make_faithfulness_reward(h)

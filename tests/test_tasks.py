@@ -124,9 +124,11 @@ def test_retraction_withdraws_a_wrong_step(seed):
 
 def test_check_concepts_rejects_untokenisable_names():
     check_concepts(Hierarchy.balanced_tree(2, 2))
-    for bad in ["a b", "wait", ";", "<answer>"]:
-        with pytest.raises(ValueError):
+    for bad, says in [("a b", "whitespace"), ("wait", "grammar"), (";", "grammar"), ("<answer>", "grammar")]:
+        with pytest.raises(ValueError, match=says):
             check_concepts(Hierarchy.from_edges([(bad, "root")]))
+    with pytest.raises(ValueError, match=r"6 concept\(s\).*'a 0'.*'a 4', …"):  # every offender counted
+        check_concepts(Hierarchy.from_edges([(f"a {i}", "root") for i in range(6)]))
 
 
 def test_splits_are_deterministic_and_seeded():
