@@ -1272,7 +1272,8 @@ def distillation_chain_hard(paper: Paper, results: Path = RESULTS) -> None:
         "The two stages of Table~\\ref{tab:distill-chain-long} with the distillation stage at a tenth of "
         "its learning rate, alone (\\texttt{sft\\_word\\_kd}), with the gold completions' NLL beside the "
         "teacher's term (\\texttt{sft\\_word\\_kd\\_hard}, Hinton et al.'s hard targets) and that NLL "
-        "alone (\\texttt{sft\\_continued}, no teacher) "
+        "alone (\\texttt{sft\\_continued}, no teacher), and on-policy GKD from the same warm start without and "
+        "with that NLL (\\texttt{sft\\_gkd}, \\texttt{sft\\_gkd\\_hard}) "
         "(\\nolinkurl{experiments/configs/distill_sweep_chain_hard.toml}), from "
         "\\nolinkurl{results/distill_chain_hard/runs.jsonl}.",
         paired_with="student_grpo",
