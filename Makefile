@@ -78,6 +78,7 @@ figures: $(STAMP)
 	$(BIN)/python figures/fig_grpo_curves.py results/heads/curves/poincare_d8_s*.jsonl \
 		--out figures/grpo_curves.png --title "GRPO, Poincaré head, dim 8 (mean over the sweep's seeds)"
 	$(BIN)/python figures/fig_distill.py
+	$(BIN)/python figures/fig_distill_sizes.py
 	$(BIN)/python figures/fig_nouns.py
 
 ## the paper: every figure from the committed results, the generated tables and quoted numbers

@@ -15,7 +15,10 @@ A setup whose ``inits`` name ``"warm_start"`` starts from that seed's setup-1 st
 (``init="checkpoint"``): e.g. ``sft_word_kd``, the student's warm start followed by word-level KD;
 ``sft_word_kd_hard`` the same with Hinton's hard targets beside the soft ones (``distill.alpha_ce``);
 ``sft_continued`` the warm start continued on gold completions alone (``distill.alpha_kd = 0``), the
-control that says what the teacher adds at the same compute.
+control that says what the teacher adds at the same compute. A setup with ``start_from = "<setup>"``
+(defined earlier in the file) is a second stage: it starts from that setup's finished student of the
+same seed and init (its ``inits``, when given, pick some of the source's). ``student_pipeline =
+false`` leaves setups 1 and 2 out (a sweep of distillation runs whose baselines another sweep has).
 An optional ``[student]`` table changes the student (ModelConfig fields) of every run, distilled or
 not. A finished run is skipped and an interrupted one resumed; several workers can share the grid
 (each skips the runs another holds).
@@ -54,7 +57,7 @@ HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
 BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
 SETUP_ORDER = (
     "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "sft_gkd",
-    "sft_gkd_hard", "gkd"
+    "sft_gkd_hard", "gkd", "gold_sft", "gold_sft_gkd_hard"
 )  # fmt: skip
 
 
@@ -67,6 +70,7 @@ class Job:
     seed: int
     size: str  # "default" or the [sizes.students] key
     overrides: tuple[str, ...]
+    after: str = ""  # a start_from setup: the run (of this sweep) whose student this one starts from
 
 
 def _overrides(table: dict) -> list[str]:
@@ -86,28 +90,25 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     common = _student_overrides(spec) + _overrides(spec.get("distill_overrides", {}))
     jobs = []
     for seed in spec["seeds"]:
-        jobs.append(
-            Job(
-                "train",
-                f"student_s{seed}",
-                "sft_only+student_grpo",
-                "random",
-                seed,
-                "default",
-                tuple(_overrides(spec.get("train_overrides", {}))),
-            )
-        )
+        if spec.get("student_pipeline", True):  # setups 1 and 2 (false: a sweep of distillation runs alone)
+            train = tuple(_overrides(spec.get("train_overrides", {})))
+            jobs.append(Job("train", f"student_s{seed}", "sft_only+student_grpo", "random", seed, "default", train))
         for setup, s in spec["setups"].items():
-            for init in s.get("inits", ["logmap"]):
+            source = _source_setup(spec, setup, path)
+            inherited = spec["setups"][source].get("inits", ["logmap"]) if source else ["logmap"]
+            for init in s.get("inits", inherited):
                 own = _overrides(s.get("overrides", {}))
-                if init == "warm_start":  # the student's own warm start of this seed (the train job)
+                after = f"{source}_{init}_s{seed}" if source else ""
+                if after:  # the finished student of an earlier setup of this seed
+                    start = Path("runs") / spec["name"] / after / "student"
+                    how = ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
+                elif init == "warm_start":  # the student's own warm start of this seed (the train job)
                     start = warm_start_of(spec, seed)
                     how = ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
                 else:
                     how = [f"init={json.dumps(init)}"]
-                jobs.append(
-                    Job("distill", f"{setup}_{init}_s{seed}", setup, init, seed, "default", tuple(common + own + how))
-                )
+                name = f"{setup}_{init}_s{seed}"
+                jobs.append(Job("distill", name, setup, init, seed, "default", tuple(common + own + how), after))
     sizes = spec.get("sizes")
     if sizes:
         base = spec["setups"][sizes["setup"]]
@@ -129,6 +130,21 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
     return spec, jobs
 
 
+def _source_setup(spec: dict, setup: str, path: Path) -> str:
+    """The setup named by ``start_from`` (a second stage starts from that setup's student, of the same
+    seed and init, instead of an init of its own), or ``""``; it must be defined earlier in the file."""
+    source = spec["setups"][setup].get("start_from", "")
+    if not source:
+        return ""
+    earlier = list(spec["setups"])[: list(spec["setups"]).index(setup)]
+    if source not in earlier:
+        raise ValueError(f"{path}: setup {setup!r} starts from {source!r}, which is not a setup defined before it")
+    own, theirs = spec["setups"][setup].get("inits"), spec["setups"][source].get("inits", ["logmap"])
+    if own is not None and not set(own) <= set(theirs):
+        raise ValueError(f"{path}: setup {setup!r} starts from {source!r}, which has no runs of inits {own}")
+    return source
+
+
 def warm_start_of(spec: dict, seed: int) -> Path:
     """The saved warm-start policy of the sweep's own student pipeline (setup 1) for ``seed``."""
     return Path("runs") / spec["name"] / f"student_s{seed}" / "warm_start" / "model"
@@ -142,6 +158,9 @@ def run_missing(spec: dict, jobs: list[Job], quiet: bool) -> None:
             continue
         if job.kind == "distill" and not (Path(spec["teacher"]) / "policy" / "model.safetensors").exists():
             print(f"   {job.name} waits for the teacher {spec['teacher']} to finish", flush=True)
+            continue
+        if job.after and not (runs / job.after / "results.json").exists():
+            print(f"   {job.name} waits for {job.after}, whose student it starts from", flush=True)
             continue
         if job.init == "warm_start" and not (warm_start_of(spec, job.seed).parent / "done.json").exists():
             print(f"   {job.name} waits for the warm start of student_s{job.seed}", flush=True)

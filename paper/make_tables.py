@@ -73,6 +73,13 @@ FIGURES = {
         r"\nolinkurl{results/distill/runs.jsonl} exists",
         "Retention of held-out accuracy by the distilled students, per setup.",
     ),
+    "distill_sizes": (
+        0.6,
+        r"\texttt{make figures} (\texttt{figures/fig\_distill\_sizes.py}), once "
+        r"\nolinkurl{results/distill_chain_hard_d8/runs.jsonl} exists",
+        "Retention against student size at sixteen times the main sweep's student compute: the warm start, "
+        "GRPO on it and on-policy distillation with hard targets.",
+    ),
 }
 
 # What produces each result file that may not exist yet
@@ -1098,7 +1105,7 @@ def reflection_and_collapses(paper: Paper, results: Path = RESULTS) -> None:
 
 SETUPS = (  # experiments/distill_mammals.py
     "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "sft_gkd",
-    "sft_gkd_hard", "gkd"
+    "sft_gkd_hard", "gkd", "gold_sft", "gold_sft_gkd_hard"
 )  # fmt: skip
 SHORT = {
     "test_unseen_pair": "pair",
@@ -1280,6 +1287,47 @@ def distillation_chain_hard(paper: Paper, results: Path = RESULTS) -> None:
     )  # fmt: skip
 
 
+SIZE_SWEEPS = ("distill_chain_hard", "distill_chain_hard_d8", "distill_chain_hard_d4", "distill_chain_hard_d2")
+SIZE_SETUPS = ("sft_only", "student_grpo", "sft_gkd_hard")
+
+
+def distillation_sizes(paper: Paper, results: Path = RESULTS) -> None:
+    """Retention against student size at 16x: the chain_hard sweep (7.9%) and its copies with smaller
+    students (``results/distill_chain_hard_<size>/runs.jsonl``), seed 0, per setup of SIZE_SETUPS."""
+    runs = [r for name in SIZE_SWEEPS if (results / name / "runs.jsonl").exists()
+            for r in read_jsonl(results / name / "runs.jsonl")]  # fmt: skip
+    runs = [r for r in runs if r["seed"] == 0 and r["setup"] in SIZE_SETUPS and r.get("size") == "default"]
+    if len({r["student_params"] for r in runs}) < 2:
+        producer = (
+            r"\texttt{python experiments/distill\_mammals.py --sweep "
+            r"experiments/configs/distill\_sweep\_chain\_hard\_d8.toml} (and \_d4, \_d2)"
+        )
+        paper.fragment("distill_sizes", pending(r"\nolinkurl{results/distill_chain_hard_d8/runs.jsonl}", producer))
+        return
+    body = []
+    for params in sorted({r["student_params"] for r in runs}, reverse=True):
+        sel = {r["setup"]: r for r in runs if r["student_params"] == params}
+        ratio = next(iter(sel.values()))["ratio"]
+        cells = [count(params), f"{100 * ratio:.1f}\\%"]
+        for setup in SIZE_SETUPS:
+            r = sel.get(setup)
+            if r is None:
+                cells.append("---")
+                continue
+            acc = _held_out(r, "student")
+            cells.append(f"{acc:.3f} ({100 * acc / _held_out(r, 'teacher'):.0f}\\%)")
+        body.append(cells)
+    header = ["parameters", "share", *[r"\texttt{" + tex(s) + "}" for s in SIZE_SETUPS]]
+    caption = (
+        "Retention against student size at sixteen times the main sweep's student compute, seed 0: held-out "
+        "accuracy (mean of the two splits) and its share of the teacher's, from "
+        "\\nolinkurl{results/distill_chain_hard*/runs.jsonl} "
+        "(\\nolinkurl{experiments/configs/distill_sweep_chain_hard_<size>.toml})."
+    )
+    paper.fragment("distill_sizes", float_table(tabular("rr" + "c" * len(SIZE_SETUPS), header, body), caption,
+                                                "tab:distill-sizes-16x"))  # fmt: skip
+
+
 def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = "") -> None:
     """Per setup and init of the sweep ``name``: the student's held-out accuracy (mean of the two
     splits) with its t-interval, the per-seed values and the retention; with ``paired_with``, the
@@ -1418,6 +1466,7 @@ def build() -> Paper:
     distillation_chain(paper)
     distillation_chain_long(paper)
     distillation_chain_hard(paper)
+    distillation_sizes(paper)
     speed(paper)
     figures(paper)
     return paper

@@ -208,3 +208,24 @@ def test_benchmark_repeats_keep_every_run_and_the_median_one(tmp_path):
     assert json.loads((tmp_path / "bench_fake.json").read_text())["run"] == 2  # the run whose ratio is the median
     with pytest.raises(SystemExit):
         repeat.main(["--key", "x", "--results", str(tmp_path)])
+
+
+def test_a_second_stage_starts_from_the_first_stages_student_of_its_seed(tmp_path):
+    """start_from: the stage-2 run of a seed loads the stage-1 student of that seed and init, and waits for it."""
+    spec, jobs = distill_mammals.load_jobs(distill_mammals.CONFIGS / "distill_sweep_chain_hard_logmap.toml")
+    assert not [j for j in jobs if j.kind == "train"]  # student_pipeline = false
+    names = [j.name for j in jobs]
+    for job in (j for j in jobs if j.setup == "gold_sft_gkd_hard"):
+        assert job.init == "logmap" and job.after == f"gold_sft_logmap_s{job.seed}"
+        start = Path("runs") / spec["name"] / job.after / "student"
+        assert f"init_checkpoint={json.dumps(str(start))}" in job.overrides
+        assert names.index(job.after) < names.index(job.name)
+    base = (distill_mammals.CONFIGS / "distill_sweep_chain_hard_logmap.toml").read_text()
+    for text, message in [
+        (base.replace('start_from = "gold_sft"', 'start_from = "nowhere"'), "not a setup defined before it"),
+        (base.replace('inits = ["logmap"]\noverrides = { "distill.divergence" = "jsd"',
+                      'inits = ["warm_start"]\noverrides = { "distill.divergence" = "jsd"'), "no runs of inits"),
+    ]:  # fmt: skip
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            distill_mammals.load_jobs(tmp_path / "bad.toml")
