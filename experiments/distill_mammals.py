@@ -247,7 +247,9 @@ def held_out(r: dict, who: str) -> float:
 
 def _fmt(values: list[float], scale: float = 1.0, signed: bool = False) -> str:
     m, h = mean_ci([scale * v for v in values])
-    return f"{m:+.1f} ± {h:.1f}" if signed else (f"{m:.3f} ± {h:.3f}" if scale == 1 else f"{m:.1f} ± {h:.1f}")
+    digits = 3 if scale == 1 and not signed else 1
+    value = f"{m:+.{digits}f}" if signed else f"{m:.{digits}f}"
+    return value if len(values) < 2 else f"{value} ± {h:.{digits}f}"  # one seed: no interval
 
 
 def results_table(rows: list[dict]) -> str:
