@@ -54,6 +54,7 @@ from hyperr1.runs import RunLockedError, read_json  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 HELD_OUT = ("test_unseen_pair", "test_unseen_subject")
+DEFAULT_INITS = ("logmap",)  # a setup's inits when its table names none
 BIAS_SETS = ("distill_seen", "distill_unseen", "test_unseen_subject", "distill_subtree")
 SETUP_ORDER = (
     "sft_only", "student_grpo", "seq_kd", "word_kd", "sft_word_kd", "sft_word_kd_hard", "sft_continued", "sft_gkd",
@@ -95,18 +96,20 @@ def load_jobs(path: Path) -> tuple[dict, list[Job]]:
             jobs.append(Job("train", f"student_s{seed}", "sft_only+student_grpo", "random", seed, "default", train))
         for setup, s in spec["setups"].items():
             source = _source_setup(spec, setup, path)
-            inherited = spec["setups"][source].get("inits", ["logmap"]) if source else ["logmap"]
+            inherited = spec["setups"][source].get("inits", DEFAULT_INITS) if source else DEFAULT_INITS
             for init in s.get("inits", inherited):
                 own = _overrides(s.get("overrides", {}))
                 after = f"{source}_{init}_s{seed}" if source else ""
+                start = None
                 if after:  # the finished student of an earlier setup of this seed
                     start = Path("runs") / spec["name"] / after / "student"
-                    how = ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
                 elif init == "warm_start":  # the student's own warm start of this seed (the train job)
                     start = warm_start_of(spec, seed)
-                    how = ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
-                else:
-                    how = [f"init={json.dumps(init)}"]
+                how = (
+                    ['init="checkpoint"', f"init_checkpoint={json.dumps(str(start))}"]
+                    if start
+                    else [f"init={json.dumps(init)}"]
+                )
                 name = f"{setup}_{init}_s{seed}"
                 jobs.append(Job("distill", name, setup, init, seed, "default", tuple(common + own + how), after))
     sizes = spec.get("sizes")
@@ -139,7 +142,7 @@ def _source_setup(spec: dict, setup: str, path: Path) -> str:
     earlier = list(spec["setups"])[: list(spec["setups"]).index(setup)]
     if source not in earlier:
         raise ValueError(f"{path}: setup {setup!r} starts from {source!r}, which is not a setup defined before it")
-    own, theirs = spec["setups"][setup].get("inits"), spec["setups"][source].get("inits", ["logmap"])
+    own, theirs = spec["setups"][setup].get("inits"), spec["setups"][source].get("inits", DEFAULT_INITS)
     if own is not None and not set(own) <= set(theirs):
         raise ValueError(f"{path}: setup {setup!r} starts from {source!r}, which has no runs of inits {own}")
     return source
