@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -260,9 +261,13 @@ def test_the_log_polynomial_in_the_c_source_is_the_documented_fit():
     in_source = [float(sign + value) for sign, value in horner][::-1]  # lowest degree first
     fit = fit_log_poly.coefficients()
     assert len(in_source) == len(fit) == fit_log_poly.DEGREE + 1
+    # the fit's target (log1p(f) − f + f²/2)/f³ cancels near f = 0, so its last digits follow the
+    # machine's log1p (numpy's SIMD builds differ by CPU): the coefficients agree to 1e-6, and what
+    # the kernel relies on, the error of the source's own coefficients, is checked exactly
     for a, b in zip(in_source, fit, strict=True):
-        assert a == pytest.approx(b, rel=1e-8)
+        assert a == pytest.approx(b, rel=1e-6)
     assert fit_log_poly.max_error(fit) < 1e-8
+    assert fit_log_poly.max_error(np.array(in_source)) < 1e-8
 
 
 def test_native_distances_are_accurate_far_from_the_origin():

@@ -77,12 +77,19 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
 """The C source of the kernels, shipped inside the package."""
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
+FLAGS = (
+    "-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-fopenmp",
+    "-fPIC", "-shared",
+)  # fmt: skip
 """Compiler flags of the head and sampler builds (plus ``-DHYPERR1_K=<dim + 2>`` for the head).
 ``-mprefer-vector-width=512``: for AVX-512 cores gcc's ``-march=native`` tuning still emits 256-bit
 vectors; the head's fused loops are bound by arithmetic, and 512-bit vectors took its forward +
-backward (4096×16 → 1200, one thread) from 13.8 to 11.9 ms. Elsewhere the flag changes nothing."""
-EMBED_FLAGS = tuple(f for f in FLAGS if f not in ("-fopenmp", "-mprefer-vector-width=512"))
+backward (4096×16 → 1200, one thread) from 13.8 to 11.9 ms. Elsewhere the flag changes nothing.
+``-fno-trapping-math``: without it gcc 12 may not evaluate a float operation on both sides of a
+select (it "could trap"), and on a CPU with AVX2 but no AVX-512, where the selects cannot be
+masked, it then leaves the head's forward and backward loops scalar (found on an AMD EPYC with
+AVX2: tests/test_native.py's vectorisation check). No value changes: nothing here enables traps."""
+EMBED_FLAGS = tuple(f for f in FLAGS if f not in ("-fopenmp", "-mprefer-vector-width=512", "-fno-trapping-math"))
 """Flags of the embedding step: single-threaded, and at gcc's default vector width (its loops run
 over d ≤ 10 doubles), so that its runs stay bit-comparable with the committed noun results."""
 
