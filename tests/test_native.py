@@ -377,6 +377,17 @@ def test_every_simd_loop_of_the_kernel_is_vectorised(tmp_path, source, defines):
     assert pragmas and not missing, f"loops after the pragmas on lines {missing} are not vectorised"
 
 
+@pytest.mark.parametrize("machine, x86", [("aarch64", False), ("arm64", False), ("x86_64", True), ("AMD64", True)])
+def test_x86_only_flags_are_not_given_to_other_compilers(machine, x86):
+    """gcc rejects -mprefer-vector-width off x86, so with it the kernels would not build on ARM."""
+    code = (
+        f"import platform; platform.machine = lambda: {machine!r}; from hyperr1 import native; "
+        "print(any(f.startswith('-mprefer-vector-width') for f in native.FLAGS + native.EMBED_FLAGS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(x86)
+
+
 def test_gradients_repeat_bit_for_bit():
     """Static row split: the same call gives the same partial sums, so resumed runs repeat exactly."""
     x, y = separated_points(300, 700, 16, c=1.0, seed=16)  # large enough for every thread

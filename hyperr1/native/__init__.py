@@ -77,12 +77,14 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
 """The C source of the kernels, shipped inside the package."""
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 FLAGS = (
-    "-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-fopenmp",
-    "-fPIC", "-shared",
+    "-O3", "-march=native", *(("-mprefer-vector-width=512",) if _X86 else ()), "-fno-math-errno",
+    "-fno-trapping-math", "-fopenmp", "-fPIC", "-shared",
 )  # fmt: skip
 """Compiler flags of the head and sampler builds (plus ``-DHYPERR1_K=<dim + 2>`` for the head).
-``-mprefer-vector-width=512``: for AVX-512 cores gcc's ``-march=native`` tuning still emits 256-bit
+``-mprefer-vector-width=512`` (x86 only: gcc elsewhere rejects it, and the kernels would not build
+on an ARM machine): for AVX-512 cores gcc's ``-march=native`` tuning still emits 256-bit
 vectors; the head's fused loops are bound by arithmetic, and 512-bit vectors took its forward +
 backward (4096×16 → 1200, one thread) from 13.8 to 11.9 ms. Elsewhere the flag changes nothing.
 ``-fno-trapping-math``: without it gcc 12 may not evaluate a float operation on both sides of a
