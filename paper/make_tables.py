@@ -1287,6 +1287,20 @@ def distillation_chain_hard(paper: Paper, results: Path = RESULTS) -> None:
     )  # fmt: skip
 
 
+def distillation_d4(paper: Paper, results: Path = RESULTS) -> None:
+    """The width-4 student over three seeds (``results/distill_chain_hard_d4/runs.jsonl``): where the
+    one-seed size sweep showed distillation ahead of GRPO by R1's ten points."""
+    _sweep_table(
+        paper, results, "distill_chain_hard_d4", "tab:distill-d4",
+        "The smallest student of Table~\\ref{tab:distill-sizes-16x} that learns the format (width 4) over "
+        "three seeds, all trained on one machine with its own teacher: its warm start, GRPO on it and on-policy "
+        "GKD with hard targets from that warm start "
+        "(\\nolinkurl{experiments/configs/distill_sweep_chain_hard_d4.toml}), from "
+        "\\nolinkurl{results/distill_chain_hard_d4/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+
+
 SIZE_SWEEPS = ("distill_chain_hard", "distill_chain_hard_d8", "distill_chain_hard_d4", "distill_chain_hard_d2")
 SIZE_SETUPS = ("sft_only", "student_grpo", "sft_gkd_hard")
 
@@ -1467,6 +1481,7 @@ def build() -> Paper:
     distillation_chain_long(paper)
     distillation_chain_hard(paper)
     distillation_sizes(paper)
+    distillation_d4(paper)
     speed(paper)
     figures(paper)
     return paper
