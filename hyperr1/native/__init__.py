@@ -91,9 +91,10 @@ backward (4096×16 → 1200, one thread) from 13.8 to 11.9 ms. Elsewhere the fla
 select (it "could trap"), and on a CPU with AVX2 but no AVX-512, where the selects cannot be
 masked, it then leaves the head's forward and backward loops scalar (found on an AMD EPYC with
 AVX2: tests/test_native.py's vectorisation check). No value changes: nothing here enables traps."""
-EMBED_FLAGS = tuple(f for f in FLAGS if f not in ("-fopenmp", "-mprefer-vector-width=512", "-fno-trapping-math"))
-"""Flags of the embedding step: single-threaded, and at gcc's default vector width (its loops run
-over d ≤ 10 doubles), so that its runs stay bit-comparable with the committed noun results."""
+EMBED_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared")
+"""Flags of the embedding step: single-threaded (no OpenMP), at gcc's default vector width (its loops
+run over d ≤ 10 doubles) and without ``-fno-trapping-math``, so that its runs stay bit-comparable
+with the committed noun results."""
 
 
 class NativeUnavailable(RuntimeError):
