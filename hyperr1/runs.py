@@ -203,9 +203,17 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# settings added after runs were first recorded, with the value that reproduces a run recorded without them
+ADDED_SETTINGS = {"sft.warmup_steps": 0, "sft.schedule": "constant"}
+
+
 def config_changes(old: dict, new: dict) -> dict[str, list]:
-    """``{dotted key: [old, new]}`` for every value that differs between two config dicts."""
+    """``{dotted key: [old, new]}`` for every value that differs between two config dicts; a key of
+    :data:`ADDED_SETTINGS` that ``old`` (an older record) lacks counts as its reproducing value."""
     a, b = _flatten(old), _flatten(new)
+    for key, value in ADDED_SETTINGS.items():
+        if key in b and key not in a:
+            a[key] = value
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
@@ -308,6 +316,7 @@ def clear_directory(directory: str | Path) -> None:
 
 
 __all__ = [
+    "ADDED_SETTINGS",
     "RunLock",
     "RunLockedError",
     "append_jsonl",

@@ -10,6 +10,12 @@ The loss is the token-level negative log-likelihood of the target completion (pl
     L(θ) = − Σ_i Σ_t log π_θ(y_it | x_i, y_i<t) / Σ_i |y_i|
 
 optimised with Riemannian Adam (geoopt), the ball's prototypes at their own learning rate.
+
+Both learning rates follow one multiplier over the ``S = epochs · ⌈N / batch⌉`` optimizer steps:
+``warmup_steps = W`` ramps it linearly, ``η_s = η · s / W`` for ``s ≤ W`` (Goyal et al. 2017), and
+``schedule = "cosine"`` then decays it toward zero, ``η_s = η · ½ (1 + cos(π (s − W − 1) / (S − W)))``
+(Loshchilov & Hutter 2017, SGDR without restarts). The defaults (``W = 0``, ``"constant"``) keep η
+fixed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from hyperr1.optim import riemannian_optimizer
 from hyperr1.runs import append_jsonl, write_json, write_record
 from hyperr1.tasks import TaskExample
 
+SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class SFTConfig:
@@ -45,6 +53,8 @@ class SFTConfig:
     eval_every: int = 10  # epochs between evaluations (0: only at the end)
     checkpoint_every: int = 10  # epochs between saves to <out>/checkpoint (the final model goes to <out>/model)
     seed: int = 0  # seed of the example order
+    warmup_steps: int = 0  # W: optimizer steps of linear learning-rate warmup from 0
+    schedule: str = "constant"  # after warmup: "constant" η, or "cosine" decay from η toward 0 at the last step
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
@@ -53,6 +63,18 @@ class SFTConfig:
             raise ValueError(f"need weight_decay >= 0 and grad_clip >= 0, got {self.weight_decay}, {self.grad_clip}")
         if self.lr <= 0 or (self.manifold_lr is not None and self.manifold_lr <= 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, manifold_lr={self.manifold_lr}")
+        if self.warmup_steps < 0 or self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"need warmup_steps >= 0 and schedule in {SCHEDULES}, got {self.warmup_steps}, {self.schedule!r}"
+            )
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """The multiplier of both learning rates at optimizer step ``step`` (1-based) of ``total``."""
+        if step <= self.warmup_steps:
+            return step / self.warmup_steps
+        if self.schedule == "constant" or total <= self.warmup_steps:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup_steps - 1) / (total - self.warmup_steps)))
 
 
 def encode_completions(tokenizer, completions: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +127,9 @@ def train_sft(
         (out / "metrics.jsonl").write_text("")
     history = []
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total_steps, step = cfg.epochs * steps_per_epoch, 0
+    scheduled = cfg.warmup_steps > 0 or cfg.schedule != "constant"
+    base_lrs = [group["lr"] for group in opt.param_groups]
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="warm start", disable=not progress, leave=False)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -120,6 +145,10 @@ def train_sft(
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            step += 1
+            if scheduled:
+                for group, base in zip(opt.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * cfg.lr_factor(step, total_steps)
             opt.step()
             total, tokens = total + loss.item() * n, tokens + n
             bar.update(1)

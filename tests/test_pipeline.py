@@ -79,6 +79,21 @@ def test_resume_refuses_other_config_changes(tiny_config, capsys):
     assert "would change ['grpo.lr']" in err and "0.001 -> 0.01" in err
 
 
+def test_a_record_older_than_the_schedule_resumes_as_constant(tiny_config, capsys):
+    """Runs recorded before the warm-start schedule existed ran at a constant η: resuming one does
+    not count the missing keys as changes, asking for a warmup on it does."""
+    cfg, run = tiny_config
+    assert main(["train", "--config", str(cfg), "--quiet", "--set", "grpo.steps=2"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    for key in ("warmup_steps", "schedule"):
+        del record["config"]["sft"][key]
+    (run / "config.json").write_text(json.dumps(record))
+    assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "grpo.steps=3"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "sft.warmup_steps=5"]) == 2
+    assert "would change ['sft.warmup_steps']" in capsys.readouterr().err
+
+
 def test_tensorboard_gets_the_documented_scalars(tiny_config):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
