@@ -280,3 +280,50 @@ def test_hard_targets_add_the_gold_nll_with_their_weights(tmp_path):
     for bad in (dict(alpha_kd=0.0, alpha_ce=0.0), dict(alpha_ce=-1.0), dict(gold_pool="all")):
         with pytest.raises(ValueError, match="alpha|gold_pool"):
             DistillConfig(**bad).validate()
+
+
+def test_gold_only_step_is_a_warm_start_step(tmp_path):
+    """With the teacher's term off (α_KD = 0, α_CE = 1) a distillation step is a warm-start step on
+    the gold examples it draws: three steps of each from the same student give the same weights.
+    The two paths differ only in which examples a step sees (epochs vs draws with replacement;
+    experiments/warm_start_order.py measures what that does)."""
+    import copy
+    import random
+
+    from tiny_world import build_tiny_world
+
+    from hyperr1.distill import DistillConfig, DistillTrainer
+    from hyperr1.sft import SFTConfig, train_sft
+
+    h, splits, tok, teacher, _ = build_tiny_world(sft_epochs=2)
+    torch.manual_seed(0)
+    student = build_policy(len(tok), head="euclidean", head_dim=4, d_model=16, encoder_ffn_dim=16, decoder_ffn_dim=16)
+    cfg = DistillConfig(
+        steps=3, prompts_per_step=4, max_completion_length=12, gold_per_step=5, alpha_kd=0.0, alpha_ce=1.0, lr=1e-2
+    )
+    gold = splits["warm_start"]
+    trainer = DistillTrainer(
+        copy.deepcopy(student), teacher, tok, splits["train"], h, cfg, tmp_path / "d", gold=gold, progress=False
+    )
+    replay = random.Random()
+    replay.setstate(trainer.rng.getstate())
+    drawn = []  # the gold examples of each step, in the order DistillTrainer.step draws them
+    for _ in range(cfg.steps):
+        [replay.randrange(len(trainer.prompts)) for _ in range(cfg.prompts_per_step)]
+        replay.random()
+        drawn += [gold[replay.randrange(len(gold))] for _ in range(cfg.gold_per_step)]
+        trainer.step()
+
+    sft = SFTConfig(epochs=1, batch_size=cfg.gold_per_step, lr=cfg.lr, eval_every=0, checkpoint_every=0, seed=3)
+    order = list(range(len(drawn)))
+    random.Random(sft.seed).shuffle(order)  # train_sft's shuffle: place the draws where it will read them
+    arranged = [None] * len(drawn)
+    for position, index in enumerate(order):
+        arranged[index] = drawn[position]
+    warm = copy.deepcopy(student)
+    train_sft(warm, tok, arranged, sft, progress=False)
+    moved = 0.0
+    for (name, a), b, s in zip(trainer.model.named_parameters(), warm.parameters(), student.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        moved = max(moved, float((a - s).detach().abs().max()))
+    assert moved > 1e-3  # the steps did move the student
