@@ -1301,6 +1301,60 @@ def distillation_d4(paper: Paper, results: Path = RESULTS) -> None:
     )  # fmt: skip
 
 
+def warm_start_order(paper: Paper, results: Path = RESULTS) -> None:
+    """One student's warm start from fixed initial weights with only the example order moving
+    (``results/warm_start_order/runs.jsonl``, ``experiments/warm_start_order.py``): per sampling and
+    settings the held-out accuracy over order seeds, and the scheduled runs paired with the constant
+    ones at the same order seeds."""
+    path = results / "warm_start_order" / "runs.jsonl"
+    if not path.exists():
+        producer = r"\texttt{python experiments/warm\_start\_order.py}"
+        paper.fragment("warm_start_order", pending(r"\nolinkurl{results/warm_start_order/runs.jsonl}", producer))
+        return
+    runs = read_jsonl(path)
+    groups = sorted({(r["sampling"], r.get("tag", ""), tuple(r.get("overrides", []))) for r in runs})
+    body, held = [], {}
+    for sampling, tag, overrides in groups:
+        sel = [r for r in runs if (r["sampling"], r.get("tag", "")) == (sampling, tag)]
+        sel.sort(key=lambda r: r["order_seed"])
+        accs = [r["held_out"] for r in sel]
+        held[(sampling, tag)] = {r["order_seed"]: r["held_out"] for r in sel}
+        settings = ", ".join(tex(o) for o in overrides) or "constant $\\eta$"
+        distilled = ", ".join(f"{r['distilled']['held_out']:.3f}" if "distilled" in r else "---" for r in sel)
+        body.append([tex(sampling), settings, str(len(sel)), pm(*mean_ci(accs)), f"{min(accs):.3f}--{max(accs):.3f}",
+                     ", ".join(f"{a:.3f}" for a in accs), distilled])  # fmt: skip
+    constant = held.get(("epochs", ""), {})
+    for (sampling, tag), per in sorted(held.items()):
+        if not tag:
+            continue
+        seeds = sorted(set(per) & set(held.get((sampling, ""), {})))
+        if len(seeds) >= 2:
+            d = paired([per[k] for k in seeds], [held[(sampling, "")][k] for k in seeds])
+            name = "WarmOrder" + "".join(w.capitalize() for w in f"{sampling} {tag}".split() if w.isalpha())
+            paper.macro(name + "Diff", signed(100 * d["mean"]))
+            paper.macro(name + "DiffCI", interval(100 * d["lo"], 100 * d["hi"], digits=1, sign=True))
+            paper.macro(name + "P", pvalue(d["p"]))
+    epochs = [r for r in runs if r["sampling"] == "epochs"]  # their sft/loss is the last epoch's
+    if len(epochs) >= 3:
+        rho = stats.spearmanr([r["final_sft_loss"] for r in epochs], [r["held_out"] for r in epochs])
+        paper.macro("WarmOrderNLLRho", fixed(float(rho.statistic), 2))
+        paper.macro("WarmOrderNLLP", pvalue(float(rho.pvalue)))
+        paper.macro("WarmOrderNLLRuns", str(len(epochs)))
+    if constant:
+        paper.macro("WarmOrderEpochsMin", fixed(min(constant.values())))
+        paper.macro("WarmOrderEpochsMax", fixed(max(constant.values())))
+    header = ["sampling", "settings", "orders", "held-out", "range", "per order seed", "distilled"]
+    caption = (
+        "The warm start of the student of Table~\\ref{tab:distill-chain-hard} (its sweep's settings) from the same "
+        "initial weights, only the order of the gold examples moving: epochs shuffled by the order seed, or "
+        "draws with replacement (the distillation runner's sampling); held-out accuracy is the mean of the two "
+        "held-out splits; distilled: the sweep's \\texttt{sft\\_gkd\\_hard} from that warm start, where it was run, "
+        "from \\nolinkurl{results/warm_start_order/runs.jsonl} "
+        "(\\nolinkurl{experiments/warm_start_order.py})."
+    )
+    paper.fragment("warm_start_order", float_table(tabular("llrccll", header, body), caption, "tab:warm-start-order"))
+
+
 SIZE_SWEEPS = ("distill_chain_hard", "distill_chain_hard_d8", "distill_chain_hard_d4", "distill_chain_hard_d2")
 SIZE_SETUPS = ("sft_only", "student_grpo", "sft_gkd_hard")
 
@@ -1482,6 +1536,7 @@ def build() -> Paper:
     distillation_chain_hard(paper)
     distillation_sizes(paper)
     distillation_d4(paper)
+    warm_start_order(paper)
     speed(paper)
     figures(paper)
     return paper

@@ -231,3 +231,46 @@ def test_a_second_stage_starts_from_the_first_stages_student_of_its_seed(tmp_pat
         (tmp_path / "bad.toml").write_text(text)
         with pytest.raises(ValueError, match=message):
             distill_mammals.load_jobs(tmp_path / "bad.toml")
+
+
+def test_warm_start_order_draws_and_merges_its_rows(tmp_path):
+    """experiments/warm_start_order.py: the two orders of one gold set, bad run names, and a collect
+    that keeps the rows of runs made on another machine."""
+    import warm_start_order as wso
+
+    examples = list(range(10))
+    assert wso.order_examples(examples, "epochs", 3, seed=5) == (examples, 3)
+    drawn, epochs = wso.order_examples(examples, "replacement", 3, seed=5)
+    assert epochs == 1 and len(drawn) == 30 and set(drawn) <= set(examples)
+    assert (
+        drawn
+        == wso.order_examples(examples, "replacement", 3, seed=5)[0]
+        != wso.order_examples(examples, "replacement", 3, seed=6)[0]
+    )
+    for bad in (["shuffle:1"], ["epochs"], ["epochs:x"]):
+        with pytest.raises(ValueError, match="sampling"):
+            wso.OrderConfig(runs=bad).parsed_runs()
+    with pytest.raises(ValueError, match="--tag"):
+        wso.OrderConfig(runs=["epochs:0"], overrides=["sft.warmup_steps=5"]).parsed_runs()
+
+    cfg = wso.OrderConfig(
+        out=str(tmp_path / "runs"), results=str(tmp_path / "results"), tag="w", overrides=["sft.warmup_steps=5"]
+    )
+    assert cfg.run_dir("epochs", 2).name == "epochs_o2_s0_w"
+    base = dict(init_seed=0, sweep="s.toml", sequences=10, eval={})
+    old = dict(
+        base, sampling="epochs", order_seed=0, final_sft_loss=0.5, held_out=0.4
+    )  # a row from before tags existed
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs.jsonl").write_text(json.dumps(old) + "\n")
+    for seed, acc in ((0, 0.6), (1, 0.8)):
+        new = dict(
+            base, sampling="epochs", tag="w", overrides=cfg.overrides, order_seed=seed, final_sft_loss=0.3, held_out=acc
+        )
+        (cfg.run_dir("epochs", seed)).mkdir(parents=True)
+        (cfg.run_dir("epochs", seed) / "results.json").write_text(json.dumps(new))
+    text = wso.collect(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[0] == old
+    assert "| epochs | as the sweep | 0 | 0 | 0.400 |" in text
+    assert "| epochs | sft.warmup_steps=5 | 0 | 0, 1 | 0.700 ± " in text
