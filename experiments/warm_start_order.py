@@ -211,6 +211,7 @@ def collect(cfg: OrderConfig) -> str:
         "final_sft_loss",
         "held_out",
         "eval",
+        "distilled",
     )
     for path in sorted(Path(cfg.out).glob("*/results.json")):
         r = json.loads(path.read_text())

@@ -267,10 +267,13 @@ def test_warm_start_order_draws_and_merges_its_rows(tmp_path):
         new = dict(
             base, sampling="epochs", tag="w", overrides=cfg.overrides, order_seed=seed, final_sft_loss=0.3, held_out=acc
         )
+        if seed == 1:  # a warm start that was distilled too
+            new["distilled"] = {"setup": "gkd", "held_out": 0.85, "teacher_held_out": 0.9}
         (cfg.run_dir("epochs", seed)).mkdir(parents=True)
         (cfg.run_dir("epochs", seed) / "results.json").write_text(json.dumps(new))
     text = wso.collect(cfg)
     rows = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[0] == old
     assert "| epochs | as the sweep | 0 | 0 | 0.400 |" in text
-    assert "| epochs | sft.warmup_steps=5 | 0 | 0, 1 | 0.700 ± " in text
+    assert "| epochs | sft.warmup_steps=5 | 0 | 0, 1 | 0.700 ± " in text and "| —, 0.850 |" in text
+    assert rows[2]["distilled"]["held_out"] == 0.85
