@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill_mammals import HELD_OUT, _overrides, _student_overrides, student_train_config  # noqa: E402
-from distill_mammals import held_out as mean_held_out  # noqa: E402
 from mammals_heads import mean_ci  # noqa: E402
 
 from hyperr1.decoding import TextPolicy  # noqa: E402
@@ -80,9 +80,13 @@ class OrderConfig:
             parsed.append((sampling, int(seed)))
         if self.overrides and not self.tag:
             raise ValueError(f"overrides {self.overrides} need a --tag to name their runs")
-        if self.distill and self.distill not in tomllib.loads(Path(self.sweep).read_text(encoding="utf-8"))["setups"]:
+        if self.distill and self.distill not in self.spec()["setups"]:
             raise ValueError(f"--distill {self.distill!r} is not a setup of {self.sweep}")
         return parsed
+
+    def spec(self) -> dict:
+        """The sweep file's tables."""
+        return tomllib.loads(Path(self.sweep).read_text(encoding="utf-8"))
 
     def run_dir(self, sampling: str, order_seed: int) -> Path:
         return Path(self.out) / (f"{sampling}_o{order_seed}_s{self.init_seed}" + (f"_{self.tag}" if self.tag else ""))
@@ -97,8 +101,13 @@ def order_examples(examples: list, sampling: str, epochs: int, seed: int) -> tup
     return [examples[rng.randrange(len(examples))] for _ in range(epochs * len(examples))], 1
 
 
+def held_out_accuracy(evals: dict) -> float:
+    """Accuracy averaged over the held-out splits of one evaluation ({split: {"accuracy": …}})."""
+    return statistics.fmean(evals[split]["accuracy"]["value"] for split in HELD_OUT)
+
+
 def run_one(cfg: OrderConfig, sampling: str, order_seed: int, progress: bool = True) -> dict:
-    spec = tomllib.loads(Path(cfg.sweep).read_text(encoding="utf-8"))
+    spec = cfg.spec()
     teacher = [f"teacher={json.dumps(spec['teacher'])}", *_student_overrides(spec)]
     student = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], teacher).student
     overrides = [*_overrides(spec.get("train_overrides", {})), *cfg.overrides, f"seed={cfg.init_seed}"]
@@ -126,7 +135,7 @@ def run_one(cfg: OrderConfig, sampling: str, order_seed: int, progress: bool = T
         "sweep": cfg.sweep,
         "sequences": len(examples) * epochs,
         "final_sft_loss": history[-1]["sft/loss"],
-        "held_out": sum(evals[s]["accuracy"]["value"] for s in HELD_OUT) / len(HELD_OUT),
+        "held_out": held_out_accuracy(evals),
         "eval": evals,
         "config": {"order": asdict(cfg), "train": asdict(train)},
     }
@@ -137,8 +146,9 @@ def run_one(cfg: OrderConfig, sampling: str, order_seed: int, progress: bool = T
 def distill_one(cfg: OrderConfig, sampling: str, order_seed: int, progress: bool = True) -> dict:
     """The sweep's setup ``cfg.distill`` (its teacher, student, overrides; seed ``init_seed``) from the
     finished warm start of one run: does the order's effect survive distillation? Adds
-    ``distilled`` (held-out, mean of the two splits) and ``teacher`` to the run's results.json."""
-    spec = tomllib.loads(Path(cfg.sweep).read_text(encoding="utf-8"))
+    ``distilled`` (the setup, and the student's and teacher's held-out accuracy, mean of the two
+    splits) to the run's results.json."""
+    spec = cfg.spec()
     directory = cfg.run_dir(sampling, order_seed)
     overrides = [
         f"teacher={json.dumps(spec['teacher'])}",
@@ -154,12 +164,11 @@ def distill_one(cfg: OrderConfig, sampling: str, order_seed: int, progress: bool
     run = load_config(DistillRunConfig, CONFIGS / spec["distill_config"], overrides)
     resume = (directory / cfg.distill / "config.json").exists()
     res = run_distill(run, resume=resume, progress=progress)
-    scores = {who: {k: v["accuracy"] for k, v in res[f"{who}_eval"].items()} for who in ("student", "teacher")}
     result = json.loads((directory / "results.json").read_text())
     result["distilled"] = {
         "setup": cfg.distill,
-        "held_out": mean_held_out(scores, "student"),
-        "teacher_held_out": mean_held_out(scores, "teacher"),
+        "held_out": held_out_accuracy(res["student_eval"]),
+        "teacher_held_out": held_out_accuracy(res["teacher_eval"]),
     }
     write_json(directory / "results.json", result)
     return result["distilled"]

@@ -130,7 +130,7 @@ def train_sft(
     total_steps, step = cfg.epochs * steps_per_epoch, 0
     scheduled = cfg.warmup_steps > 0 or cfg.schedule != "constant"
     base_lrs = [group["lr"] for group in opt.param_groups]
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="warm start", disable=not progress, leave=False)
+    bar = tqdm(total=total_steps, desc="warm start", disable=not progress, leave=False)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()

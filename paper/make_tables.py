@@ -1312,14 +1312,13 @@ def warm_start_order(paper: Paper, results: Path = RESULTS) -> None:
         paper.fragment("warm_start_order", pending(r"\nolinkurl{results/warm_start_order/runs.jsonl}", producer))
         return
     runs = read_jsonl(path)
-    groups = sorted({(r["sampling"], r.get("tag", ""), tuple(r.get("overrides", []))) for r in runs})
     body, held = [], {}
-    for sampling, tag, overrides in groups:
+    for sampling, tag in sorted({(r["sampling"], r.get("tag", "")) for r in runs}):
         sel = [r for r in runs if (r["sampling"], r.get("tag", "")) == (sampling, tag)]
         sel.sort(key=lambda r: r["order_seed"])
         accs = [r["held_out"] for r in sel]
         held[(sampling, tag)] = {r["order_seed"]: r["held_out"] for r in sel}
-        settings = ", ".join(tex(o) for o in overrides) or "constant $\\eta$"
+        settings = ", ".join(tex(o) for o in sel[0].get("overrides", [])) or "constant $\\eta$"
         distilled = ", ".join(f"{r['distilled']['held_out']:.3f}" if "distilled" in r else "---" for r in sel)
         body.append([tex(sampling), settings, str(len(sel)), pm(*mean_ci(accs)), f"{min(accs):.3f}--{max(accs):.3f}",
                      ", ".join(f"{a:.3f}" for a in accs), distilled])  # fmt: skip
