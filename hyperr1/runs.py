@@ -204,7 +204,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # settings added after runs were first recorded, with the value that reproduces a run recorded without them
-ADDED_SETTINGS = {"sft.warmup_steps": 0, "sft.schedule": "constant"}
+ADDED_SETTINGS = {"sft.warmup_steps": 0, "sft.schedule": "constant", "sft.restarts": 1}
 
 
 def config_changes(old: dict, new: dict) -> dict[str, list]:

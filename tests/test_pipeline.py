@@ -85,13 +85,15 @@ def test_a_record_older_than_the_schedule_resumes_as_constant(tiny_config, capsy
     cfg, run = tiny_config
     assert main(["train", "--config", str(cfg), "--quiet", "--set", "grpo.steps=2"]) == 0
     record = json.loads((run / "config.json").read_text())
-    for key in ("warmup_steps", "schedule"):
+    for key in ("warmup_steps", "schedule", "restarts"):
         del record["config"]["sft"][key]
     (run / "config.json").write_text(json.dumps(record))
     assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "grpo.steps=3"]) == 0
     capsys.readouterr()
     assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "sft.warmup_steps=5"]) == 2
     assert "would change ['sft.warmup_steps']" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--quiet", "--resume", "--set", "sft.restarts=2"]) == 2
+    assert "would change ['sft.restarts']" in capsys.readouterr().err
 
 
 def test_tensorboard_gets_the_documented_scalars(tiny_config):
