@@ -107,7 +107,9 @@ def sft_loss(
     return -(logp * tmask).sum() / max(n_tokens, 1), n_tokens
 
 
-def gold_nll(model: HyperR1ForConditionalGeneration, tokenizer, examples: Sequence[TaskExample], batch_size: int) -> float:
+def gold_nll(
+    model: HyperR1ForConditionalGeneration, tokenizer, examples: Sequence[TaskExample], batch_size: int
+) -> float:
     """Mean token NLL of ``examples``' gold completions under ``model`` (eval mode, no gradient):
     the warm-start loss of the weights as they are, independent of any example order."""
     was_training, total, tokens = model.training, 0.0, 0
