@@ -227,7 +227,7 @@ def row(spec: dict, job: Job) -> list[dict]:
         ]
     teacher = json.loads((Path(spec["teacher"]) / "results.json").read_text())
     n_teacher = teacher["parameters"]
-    return [
+    rows = [
         {
             "setup": setup,
             "init": "random",
@@ -241,6 +241,27 @@ def row(spec: dict, job: Job) -> list[dict]:
         }
         for setup, phase in (("sft_only", "warm_start"), ("student_grpo", "grpo"))
     ]
+    restarts = warm_start_restarts(directory / "warm_start")
+    if restarts:
+        rows[0]["warm_start_restarts"] = restarts
+    return rows
+
+
+def warm_start_restarts(warm: Path) -> dict | None:
+    """A warm start of ``sft.restarts > 1``: every restart's order seed and gold NLL, the chosen one,
+    and each restart's last greedy monitor accuracy (the mean of its held-out splits on the monitor's
+    subset, logged during training and not used in the choice); ``None`` for a single warm start."""
+    done = read_json(warm / "done.json") if (warm / "done.json").exists() else {}
+    if "restarts" not in done:
+        return None
+    last = {}
+    for line in (warm / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        keys = [f"eval/{s}/accuracy" for s in HELD_OUT]
+        if all(k in r for k in keys):
+            last[r["restart"]] = statistics.fmean(r[k] for k in keys)
+    tried = [{**r, "monitor_held_out": last.get(r["restart"])} for r in done["restarts"]]
+    return {"chosen": done["chosen"], "tried": tried}
 
 
 def held_out(r: dict, who: str) -> float:
@@ -319,6 +340,32 @@ def bias_table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def restarts_table(rows: list[dict]) -> str:
+    """Per seed whose warm start chose among restarts (``sft.restarts > 1``): each restart's order
+    seed, gold NLL and monitor accuracy, the chosen one (lowest NLL, marked *) and its held-out
+    accuracy on the full evaluation; empty when no warm start had restarts."""
+    sel = sorted((r for r in rows if r.get("warm_start_restarts")), key=lambda r: (r["size"], r["seed"]))
+    if not sel:
+        return ""
+    out = [
+        "| seed | order seeds | gold NLL per restart | monitor held-out per restart | chosen | chosen held-out |",
+        "|---:|---|---|---|---:|---:|",
+    ]
+    for r in sel:
+        info = r["warm_start_restarts"]
+        nll, monitor = [], []
+        for t in info["tried"]:
+            star = "*" if t["restart"] == info["chosen"] else ""
+            nll.append(f"{t['gold_nll']:.3f}{star}")
+            monitor.append(("—" if t["monitor_held_out"] is None else f"{t['monitor_held_out']:.3f}") + star)
+        seeds = ", ".join(str(t["order_seed"]) for t in info["tried"])
+        out.append(
+            f"| {r['seed']} | {seeds} | {', '.join(nll)} | {', '.join(monitor)} | {info['chosen']} "
+            f"| {held_out(r, 'student'):.3f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def sizes_table(rows: list[dict], spec: dict) -> list[dict]:
     """Retention against student size for the sizes' setup and init (seed-averaged)."""
     sizes = spec.get("sizes")
@@ -363,6 +410,8 @@ def collect(spec: dict, jobs: list[Job], results: Path) -> str:
         f"| {100 * p['retention']:.1f} | {p['seeds']} |\n"
         for p in sizes
     )
+    restarts = restarts_table(rows)
+    md += f"\n{restarts}" if restarts else ""
     (results / "table.md").write_text(md)
     return md
 

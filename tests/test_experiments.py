@@ -176,6 +176,37 @@ def test_distillation_tables_from_rows():
     assert "0.900 / nan / nan" in bias  # a set a student was not scored on shows as nan, never a crash
 
 
+def test_a_warm_start_with_restarts_reports_each_and_the_chosen_one(tmp_path):
+    """warm_start_restarts reads train_sft's done.json and each restart's last monitor row; the
+    table marks the chosen (lowest-NLL) restart; a single warm start gives no entry."""
+    done = {
+        "epochs": 2,
+        "restarts": [
+            {"restart": 0, "order_seed": 1, "gold_nll": 0.5},
+            {"restart": 1, "order_seed": 1001, "gold_nll": 0.2},
+        ],
+        "chosen": 1,
+    }
+    (tmp_path / "done.json").write_text(json.dumps(done))
+    keys = [f"eval/{s}/accuracy" for s in distill_mammals.HELD_OUT]
+    rows = [
+        {"restart": 0, "epoch": 1, keys[0]: 0.9, keys[1]: 0.9},
+        {"restart": 0, "epoch": 2, keys[0]: 0.4, keys[1]: 0.6},
+        {"restart": 1, "epoch": 1, "sft/loss": 1.0},  # no monitor row for restart 1
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    info = distill_mammals.warm_start_restarts(tmp_path)
+    assert info["chosen"] == 1 and [t["monitor_held_out"] for t in info["tried"]] == [0.5, None]
+    row = _distill_row("sft_only", "random", 4, 0.7) | {"warm_start_restarts": info}
+    assert (
+        distill_mammals.restarts_table([row]).splitlines()[2]
+        == "| 4 | 1, 1001 | 0.500, 0.200* | 0.500, —* | 1 | 0.700 |"
+    )
+    assert distill_mammals.restarts_table([_distill_row("sft_only", "random", 0, 0.7)]) == ""
+    (tmp_path / "done.json").write_text(json.dumps({"epochs": 2}))
+    assert distill_mammals.warm_start_restarts(tmp_path) is None
+
+
 def test_short_runs_keep_their_curves_and_old_curves_do_not_break_the_reflection_table(tmp_path):
     keys = {k: 0.25 for k in mammals_heads.CURVE_KEYS}
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"step": s, **keys}) + "\n" for s in range(1, 5)))
