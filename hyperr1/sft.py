@@ -165,7 +165,7 @@ def train_sft(
         if cfg.restarts > 1:
             nll = gold_nll(model, tokenizer, examples, cfg.batch_size)
             tried.append({"restart": restart, "order_seed": order_seed, "gold_nll": nll})
-            if best is None or nll < best[0]:
+            if best is None or nll < best[0] or not math.isfinite(best[0]):  # a NaN NLL is never kept
                 best = (nll, restart, copy.deepcopy(model.state_dict()))
         history += rows
     bar.close()
