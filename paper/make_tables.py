@@ -1354,6 +1354,145 @@ def warm_start_order(paper: Paper, results: Path = RESULTS) -> None:
     paper.fragment("warm_start_order", float_table(tabular("llrccll", header, body), caption, "tab:warm-start-order"))
 
 
+def distillation_select(paper: Paper, results: Path = RESULTS) -> None:
+    """The 16x sweep with each seed's warm start chosen among restarts by its gold NLL
+    (``results/distill_chain_hard_select/runs.jsonl``, ``sft.restarts = 3``): the sweep's table, and a
+    paragraph with the restarts table saying what the choice did, written from the rows that exist."""
+    name = "distill_chain_hard_select"
+    _sweep_table(
+        paper, results, name, "tab:distill-select",
+        "The student of Table~\\ref{tab:distill-chain-hard} with each seed's warm start chosen among three example "
+        "orders by its own gold NLL (\\texttt{sft.restarts = 3}, warmup and cosine decay), GRPO on the chosen warm "
+        "start and on-policy GKD with hard targets from it, on one machine with its own teacher "
+        "(\\nolinkurl{experiments/configs/distill_sweep_chain_hard_select.toml}), from "
+        "\\nolinkurl{results/distill_chain_hard_select/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+    path = results / name / "runs.jsonl"
+    if not path.exists():
+        paper.fragment("distill_select_text", "")
+        return
+    runs = read_jsonl(path)
+    warm = sorted((r for r in runs if r.get("warm_start_restarts")), key=lambda r: r["seed"])
+    by = {setup: {r["seed"]: _held_out(r, "student") for r in runs if r["setup"] == setup} for setup in SETUPS}
+    body, agree = [], 0
+    for r in warm:
+        info = r["warm_start_restarts"]
+        tried = info["tried"]
+        monitor = [t["monitor_held_out"] for t in tried]
+        agree += all(m is not None for m in monitor) and monitor.index(max(monitor)) == info["chosen"]
+
+        def mark(t: dict, text: str, chosen: int = info["chosen"]) -> str:
+            return rf"\textbf{{{text}}}" if t["restart"] == chosen else text
+
+        body.append([
+            str(r["seed"]), ", ".join(str(t["order_seed"]) for t in tried),
+            ", ".join(mark(t, f"{t['gold_nll']:.3f}") for t in tried),
+            ", ".join(mark(t, "---" if m is None else f"{m:.3f}") for t, m in zip(tried, monitor, strict=True)),
+            f"{_held_out(r, 'student'):.3f}",
+        ])  # fmt: skip
+    order_path = results / "warm_start_order" / "runs.jsonl"
+    single = [
+        r["held_out"]
+        for r in (read_jsonl(order_path) if order_path.exists() else [])
+        if r["sampling"] == "epochs" and r.get("tag") == "wcos"
+    ]
+    chosen = [by["sft_only"][k] for k in sorted(by["sft_only"])]
+    text = (
+        "Choosing each seed's warm start by that NLL is the cheap fix this suggests: train it from the seed's initial "
+        "weights in three orders and keep the one whose weights give its own gold data the lowest NLL, without "
+        "looking at a held-out query (\\texttt{sft.restarts}"
+        + ("; Table~\\ref{tab:distill-select-restarts}). " if warm else "). ")
+        + f"The chosen warm starts of seeds {', '.join(str(k) for k in sorted(by['sft_only']))} reached "
+        f"{', '.join(f'{a:.3f}' for a in chosen)} held-out ({pm(*mean_ci(chosen))})"
+    )
+    if len(single) >= 2:
+        text += f", against {pm(*mean_ci(single))} for one order at a time with the same schedule"
+    text += ". "
+    if warm:
+        text += (
+            f"The lowest NLL was also the best restart by the warm start's own held-out monitor on {agree} of "
+            f"{len(warm)} seeds. "
+        )
+    unrecorded = sorted(set(by["sft_only"]) - {r["seed"] for r in warm})
+    if unrecorded:
+        plural = "s" if len(unrecorded) > 1 else ""
+        text += (
+            f"The rows of seed{plural} {', '.join(map(str, unrecorded))} carry no per-restart record (the run was "
+            "collected by code that predates it). "
+        )
+    seeds = sorted(set(by["student_grpo"]) & set(by["sft_only"]))
+    if seeds:
+        grpo = [by["student_grpo"][k] for k in seeds]
+        gain = [100 * (by["student_grpo"][k] - by["sft_only"][k]) for k in seeds]
+        text += (
+            f"GRPO on them reached {', '.join(f'{a:.3f}' for a in grpo)} "
+            f"({', '.join(signed(g) for g in gain)} points over the warm start). "
+        )
+    kd = sorted(set(by["sft_gkd_hard"]) & set(by["student_grpo"]))
+    if kd:
+        kd_acc = ", ".join(f"{by['sft_gkd_hard'][k]:.3f}" for k in kd)
+        lead = ", ".join(signed(100 * (by["sft_gkd_hard"][k] - by["student_grpo"][k])) for k in kd)
+        text += (
+            f"On-policy GKD with hard targets from the same warm starts reached {kd_acc} on seeds "
+            f"{', '.join(str(k) for k in kd)} ({lead} points over GRPO); Table~\\ref{{tab:distill-select}} has the "
+            "retention. "
+        )
+    missing = sorted(set(by["sft_only"]) - set(by["sft_gkd_hard"]))
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        text += f"The distillation run{plural} of seed{plural} {', '.join(map(str, missing))} did not finish yet. "
+    header = ["seed", "order seeds", "gold NLL per restart", "monitor held-out per restart", "chosen held-out"]
+    caption = (
+        "The warm-start restarts of Table~\\ref{tab:distill-select}: each restart's order seed, the gold NLL of its "
+        "final weights on the warm-start data (the choice, in bold: the lowest), the greedy held-out accuracy the "
+        "warm start's monitor logged at its last epoch (a subset of the held-out queries, not used in the choice), "
+        "and the chosen warm start's held-out accuracy on the full evaluation."
+    )
+    table = float_table(tabular("rllll", header, body), caption, "tab:distill-select-restarts") if warm else ""
+    paper.fragment("distill_select_text", text.strip() + "\n" + table)
+
+
+def distillation_select_d14(paper: Paper, results: Path = RESULTS) -> None:
+    """The same sweep with the largest student the 10% budget allows
+    (``results/distill_chain_hard_select_d14/runs.jsonl``): a sentence per setup that has run, and the
+    sweep's table."""
+    name = "distill_chain_hard_select_d14"
+    _sweep_table(
+        paper, results, name, "tab:distill-select-d14",
+        "Table~\\ref{tab:distill-select} with the largest student within the budget ($d_\\text{model} = 14$, "
+        "feed-forward width 28, head dimension 6; "
+        "\\nolinkurl{experiments/configs/distill_sweep_chain_hard_select_d14.toml}), from "
+        "\\nolinkurl{results/distill_chain_hard_select_d14/runs.jsonl}.",
+        paired_with="student_grpo",
+    )  # fmt: skip
+    path = results / name / "runs.jsonl"
+    if not path.exists():
+        paper.fragment("distill_select_d14_text", "")
+        return
+    runs = read_jsonl(path)
+    r0 = runs[0]
+    text = (
+        f"The budget leaves room for a larger student: {r0['student_params']:,} parameters, "
+        f"{100 * r0['ratio']:.1f}\\% of the teacher (Table~\\ref{{tab:distill-select-d14}}). "
+    )
+    words = {"sft_only": "its chosen warm start", "student_grpo": "GRPO on it", "sft_gkd_hard": "GKD from it"}
+    parts = []
+    for setup, word in words.items():
+        sel = sorted((r for r in runs if r["setup"] == setup), key=lambda r: r["seed"])
+        if sel:
+            seeds = ", ".join(str(r["seed"]) for r in sel)
+            accs = ", ".join(f"{_held_out(r, 'student'):.3f}" for r in sel)
+            kept = ", ".join(f"{100 * _held_out(r, 'student') / _held_out(r, 'teacher'):.1f}\\%" for r in sel)
+            plural = "s" if len(sel) > 1 else ""
+            parts.append(f"{word} {accs} held-out on seed{plural} {seeds} ({kept} of the teacher)")
+    text += "At this size " + "; ".join(parts) + ". "
+    missing = [word for setup, word in words.items() if not any(r["setup"] == setup for r in runs)]
+    if missing:
+        text += f"Not run yet: {', '.join(missing)}. "
+    paper.fragment("distill_select_d14_text", text.strip() + "\n")
+
+
 SIZE_SWEEPS = ("distill_chain_hard", "distill_chain_hard_d8", "distill_chain_hard_d4", "distill_chain_hard_d2")
 SIZE_SETUPS = ("sft_only", "student_grpo", "sft_gkd_hard")
 
@@ -1536,6 +1675,8 @@ def build() -> Paper:
     distillation_sizes(paper)
     distillation_d4(paper)
     warm_start_order(paper)
+    distillation_select(paper)
+    distillation_select_d14(paper)
     speed(paper)
     figures(paper)
     return paper

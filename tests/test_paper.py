@@ -310,6 +310,46 @@ def test_distillation_tables_from_a_synthetic_file(tmp_path):
     assert word_kd.split(" & ")[2] == "2"  # the size sweep's run is not one of the setup's runs
 
 
+def test_warm_start_selection_text_from_a_synthetic_file(tmp_path):
+    """The restarts table bolds the chosen restart and the text counts the seeds where the lowest NLL
+    was also the best monitor, names seeds without a restart record and seeds whose GKD run is missing."""
+    runs = tmp_path / "distill_chain_hard_select" / "runs.jsonl"
+    runs.parent.mkdir()
+    tried = [
+        {"restart": 0, "order_seed": 0, "gold_nll": 0.30, "monitor_held_out": 0.50},
+        {"restart": 1, "order_seed": 1000, "gold_nll": 0.20, "monitor_held_out": 0.70},
+    ]
+    rows = [
+        _distill_row("sft_only", "random", 0, 0.7) | {"warm_start_restarts": {"chosen": 1, "tried": tried}},
+        _distill_row("sft_only", "random", 1, 0.6),
+        _distill_row("student_grpo", "random", 0, 0.72),
+        _distill_row("student_grpo", "random", 1, 0.62),
+        _distill_row("sft_gkd_hard", "warm_start", 1, 0.66),
+    ]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paper = make_tables.Paper()
+    make_tables.distillation_select(paper, results=tmp_path)
+    text = paper.fragments["distill_select_text"]
+    assert r"\textbf{0.200}" in text and r"\textbf{0.700}" in text and r"\textbf{0.300}" not in text
+    assert "on 1 of 1 seeds" in text  # restart 1 had the lowest NLL and the best monitor
+    assert "seed 1 carry no per-restart record" in text
+    assert "0.660 on seeds 1" in text and "run of seed 0 did not finish" in text
+    assert "tab:distill-select" in paper.fragments["distill_chain_hard_select"]
+
+
+def test_larger_student_text_says_what_ran(tmp_path):
+    runs = tmp_path / "distill_chain_hard_select_d14" / "runs.jsonl"
+    runs.parent.mkdir()
+    rows = [_distill_row("sft_only", "random", 0, 0.7), _distill_row("student_grpo", "random", 0, 0.76)]
+    runs.write_text("".join(json.dumps(r | {"student_params": 34453, "ratio": 0.0976}) + "\n" for r in rows))
+    paper = make_tables.Paper()
+    make_tables.distillation_select_d14(paper, results=tmp_path)
+    text = paper.fragments["distill_select_d14_text"]
+    assert "34,453 parameters, 9.8\\%" in text
+    assert "GRPO on it 0.760 held-out on seed 0 (95.0\\% of the teacher)" in text
+    assert "Not run yet: GKD from it." in text
+
+
 def test_missing_results_say_so(tmp_path):
     paper = make_tables.Paper()
     make_tables.distillation(paper, results=tmp_path)
