@@ -1453,10 +1453,31 @@ def distillation_select(paper: Paper, results: Path = RESULTS) -> None:
     paper.fragment("distill_select_text", text.strip() + "\n" + table)
 
 
+SELECT_WORDS = {"sft_only": "its chosen warm start", "student_grpo": "GRPO on it", "sft_gkd_hard": "GKD from it"}
+
+
+def _setups_sentence(runs: list[dict]) -> str:
+    """ "<setup in words> <held-out per seed> on seed(s) … (<share of the teacher>)" for each setup of
+    :data:`SELECT_WORDS` that has rows, joined by semicolons, then which of them have none."""
+    parts = []
+    for setup, word in SELECT_WORDS.items():
+        sel = sorted((r for r in runs if r["setup"] == setup), key=lambda r: r["seed"])
+        if sel:
+            seeds = ", ".join(str(r["seed"]) for r in sel)
+            accs = ", ".join(f"{_held_out(r, 'student'):.3f}" for r in sel)
+            kept = ", ".join(f"{100 * _held_out(r, 'student') / _held_out(r, 'teacher'):.1f}\\%" for r in sel)
+            plural = "s" if len(sel) > 1 else ""
+            parts.append(f"{word} {accs} held-out on seed{plural} {seeds} ({kept} of the teacher)")
+    text = "; ".join(parts) + ". "
+    missing = [word for setup, word in SELECT_WORDS.items() if not any(r["setup"] == setup for r in runs)]
+    return text + (f"Not run yet: {', '.join(missing)}. " if missing else "")
+
+
 def distillation_select_d14(paper: Paper, results: Path = RESULTS) -> None:
     """The same sweep with the largest student the 10% budget allows
-    (``results/distill_chain_hard_select_d14/runs.jsonl``): a sentence per setup that has run, and the
-    sweep's table."""
+    (``results/distill_chain_hard_select_d14/runs.jsonl``), beside the 16x student of the same seeds
+    rerun on the same machine and teacher (``results/distill_chain_hard_select_avx512/``, when it
+    exists): a sentence per setup that has run, and the sweep's table."""
     name = "distill_chain_hard_select_d14"
     _sweep_table(
         paper, results, name, "tab:distill-select-d14",
@@ -1475,21 +1496,16 @@ def distillation_select_d14(paper: Paper, results: Path = RESULTS) -> None:
     text = (
         f"The budget leaves room for a larger student: {r0['student_params']:,} parameters, "
         f"{100 * r0['ratio']:.1f}\\% of the teacher (Table~\\ref{{tab:distill-select-d14}}). "
+        f"At this size, against a teacher of {_held_out(r0, 'teacher'):.3f}, " + _setups_sentence(runs)
     )
-    words = {"sft_only": "its chosen warm start", "student_grpo": "GRPO on it", "sft_gkd_hard": "GKD from it"}
-    parts = []
-    for setup, word in words.items():
-        sel = sorted((r for r in runs if r["setup"] == setup), key=lambda r: r["seed"])
-        if sel:
-            seeds = ", ".join(str(r["seed"]) for r in sel)
-            accs = ", ".join(f"{_held_out(r, 'student'):.3f}" for r in sel)
-            kept = ", ".join(f"{100 * _held_out(r, 'student') / _held_out(r, 'teacher'):.1f}\\%" for r in sel)
-            plural = "s" if len(sel) > 1 else ""
-            parts.append(f"{word} {accs} held-out on seed{plural} {seeds} ({kept} of the teacher)")
-    text += "At this size " + "; ".join(parts) + ". "
-    missing = [word for setup, word in words.items() if not any(r["setup"] == setup for r in runs)]
-    if missing:
-        text += f"Not run yet: {', '.join(missing)}. "
+    control_path = results / "distill_chain_hard_select_avx512" / "runs.jsonl"
+    if control_path.exists():
+        control = read_jsonl(control_path)
+        text += (
+            "The 16$\\times$ student of Table~\\ref{tab:distill-select}, rerun on the same machine with the same "
+            "teacher (\\nolinkurl{results/distill_chain_hard_select_avx512/}; the table's runs are from another "
+            "CPU, whose float rounding gives another teacher): " + _setups_sentence(control)
+        )
     paper.fragment("distill_select_d14_text", text.strip() + "\n")
 
 

@@ -348,6 +348,14 @@ def test_larger_student_text_says_what_ran(tmp_path):
     assert "34,453 parameters, 9.8\\%" in text
     assert "GRPO on it 0.760 held-out on seed 0 (95.0\\% of the teacher)" in text
     assert "Not run yet: GKD from it." in text
+    assert "same machine" not in text  # no 16x control on that machine yet
+    control = tmp_path / "distill_chain_hard_select_avx512" / "runs.jsonl"
+    control.parent.mkdir()
+    control.write_text(json.dumps(_distill_row("sft_gkd_hard", "warm_start", 0, 0.72)) + "\n")
+    paper = make_tables.Paper()
+    make_tables.distillation_select_d14(paper, results=tmp_path)
+    text = paper.fragments["distill_select_d14_text"]
+    assert text.index("same machine") < text.index("GKD from it 0.720 held-out on seed 0 (90.0\\% of the teacher)")
 
 
 def test_missing_results_say_so(tmp_path):
