@@ -1359,7 +1359,7 @@ def distillation_select(paper: Paper, results: Path = RESULTS) -> None:
     (``results/distill_chain_hard_select/runs.jsonl``, ``sft.restarts = 3``): the sweep's table, and a
     paragraph with the restarts table saying what the choice did, written from the rows that exist."""
     name = "distill_chain_hard_select"
-    _sweep_table(
+    runs = _sweep_table(
         paper, results, name, "tab:distill-select",
         "The student of Table~\\ref{tab:distill-chain-hard} with each seed's warm start chosen among three example "
         "orders by its own gold NLL (\\texttt{sft.restarts = 3}, warmup and cosine decay), GRPO on the chosen warm "
@@ -1368,11 +1368,9 @@ def distillation_select(paper: Paper, results: Path = RESULTS) -> None:
         "\\nolinkurl{results/distill_chain_hard_select/runs.jsonl}.",
         paired_with="student_grpo",
     )  # fmt: skip
-    path = results / name / "runs.jsonl"
-    if not path.exists():
+    if runs is None:
         paper.fragment("distill_select_text", "")
         return
-    runs = read_jsonl(path)
     warm = sorted((r for r in runs if r.get("warm_start_restarts")), key=lambda r: r["seed"])
     by = {setup: {r["seed"]: _held_out(r, "student") for r in runs if r["setup"] == setup} for setup in SETUPS}
     body, agree = [], 0
@@ -1479,7 +1477,7 @@ def distillation_select_d14(paper: Paper, results: Path = RESULTS) -> None:
     rerun on the same machine and teacher (``results/distill_chain_hard_select_avx512/``, when it
     exists): a sentence per setup that has run, and the sweep's table."""
     name = "distill_chain_hard_select_d14"
-    _sweep_table(
+    runs = _sweep_table(
         paper, results, name, "tab:distill-select-d14",
         "Table~\\ref{tab:distill-select} with the largest student within the budget ($d_\\text{model} = 14$, "
         "feed-forward width 28, head dimension 6; "
@@ -1487,11 +1485,9 @@ def distillation_select_d14(paper: Paper, results: Path = RESULTS) -> None:
         "\\nolinkurl{results/distill_chain_hard_select_d14/runs.jsonl}.",
         paired_with="student_grpo",
     )  # fmt: skip
-    path = results / name / "runs.jsonl"
-    if not path.exists():
+    if runs is None:
         paper.fragment("distill_select_d14_text", "")
         return
-    runs = read_jsonl(path)
     r0 = runs[0]
     text = (
         f"The budget leaves room for a larger student: {r0['student_params']:,} parameters, "
@@ -1550,16 +1546,19 @@ def distillation_sizes(paper: Paper, results: Path = RESULTS) -> None:
                                                 "tab:distill-sizes-16x"))  # fmt: skip
 
 
-def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = "") -> None:
+def _sweep_table(
+    paper: Paper, results: Path, name: str, label: str, caption: str, paired_with: str = ""
+) -> list[dict] | None:
     """Per setup and init of the sweep ``name``: the student's held-out accuracy (mean of the two
     splits) with its t-interval, the per-seed values and the retention; with ``paired_with``, the
-    paired difference (points) to that setup over the seeds both have, and its Wilcoxon p."""
+    paired difference (points) to that setup over the seeds both have, and its Wilcoxon p. Returns
+    the sweep's rows, or ``None`` (and a pending note) when its ``runs.jsonl`` does not exist."""
     path = results / name / "runs.jsonl"
     sweep = rf"experiments/configs/{tex(name.replace('distill_', 'distill_sweep_'))}.toml"
     producer = rf"\texttt{{python experiments/distill\_mammals.py --sweep {sweep}}}"
     if not path.exists():
         paper.fragment(name, pending(rf"\nolinkurl{{results/{name}/runs.jsonl}}", producer))
-        return
+        return None
     runs = read_jsonl(path)
     groups = sorted({(r["setup"], r["init"]) for r in runs}, key=lambda k: (SETUPS.index(k[0]), k))
     base = {r["seed"]: _held_out(r, "student") for r in runs if r["setup"] == paired_with}
@@ -1590,6 +1589,7 @@ def _sweep_table(paper: Paper, results: Path, name: str, label: str, caption: st
         header += [rf"$-$ \texttt{{{tex(paired_with)}}} (points)", "Wilcoxon $p$"]
     table = tabular("llrcll" + ("rr" if paired_with else ""), header, body)
     paper.fragment(name, float_table(table, caption, label))
+    return runs
 
 
 def speed(paper: Paper, results: Path = RESULTS) -> None:
