@@ -25,6 +25,7 @@ vocabulary V.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -261,17 +262,21 @@ class TokenLogProbs(torch.autograd.Function):
         log π_y = z_y − ℓ,      H = −Σ_v p_v log p_v = ℓ − Σ_v p_v z_v,      ∂ log π_y / ∂z = 1_y − p
 
     Forward keeps p (the one N·T·V buffer) for backward, which is one multiply and a scatter-add of
-    the incoming gradient at y; the entropy is a metric and gets no gradient. On the GRPO step of
-    ``benchmarks/bench_grpo.py`` (A/B in one process) it made the step 1.02× / 1.07× faster on the
-    shipped / question-only prompts.
+    the incoming gradient at y; the entropy is a metric and gets no gradient. On float32 CPU logits
+    forward is the C kernel :func:`hyperr1.native.token_logprobs` (two passes per row, in L1),
+    elsewhere PyTorch ops (logsumexp, exp, gather, a dot product: five passes, two fresh N·T·V
+    buffers); both give the same values to float32 rounding (``tests/test_model.py``).
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, entropy: bool):  # (N, T, V), (N, T)
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (N, T, 1)
-        p = (logits - lse).exp_()  # (N, T, V)
-        logp = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (N, T)
-        ent = lse.squeeze(-1) - torch.linalg.vecdot(p, logits) if entropy else torch.zeros_like(logp)
+        if native.supports(logits) and native.sample_available():
+            p, logp, ent = native.token_logprobs(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+            p, logp, ent = p.view(logits.shape), logp.view(tokens.shape), ent.view(tokens.shape)
+        else:
+            p, logp, ent = _token_logprobs_eager(logits, tokens, entropy)
+        if not entropy:
+            ent = torch.zeros_like(logp)
         ctx.save_for_backward(p, tokens)
         ctx.mark_non_differentiable(ent)
         return logp, ent
@@ -282,6 +287,15 @@ class TokenLogProbs(torch.autograd.Function):
         g = grad_logp.unsqueeze(-1)  # (N, T, 1)
         grad = (p * -g).scatter_add_(-1, tokens.unsqueeze(-1), g)  # (1_y − p) · g
         return grad, None, None
+
+
+def _token_logprobs_eager(logits: torch.Tensor, tokens: torch.Tensor, entropy: bool = True):
+    """:class:`TokenLogProbs`' forward in PyTorch ops: (p (N, T, V), log π_y (N, T), H (N, T) or None)."""
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (N, T, 1)
+    p = (logits - lse).exp_()  # (N, T, V)
+    logp = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (N, T)
+    ent = lse.squeeze(-1) - torch.linalg.vecdot(p, logits) if entropy else None
+    return p, logp, ent
 
 
 def completion_logprobs(
@@ -467,9 +481,22 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device=None) -> tuple[torc
     return enc.input_ids.to(device), enc.attention_mask.to(device)
 
 
+_VOCABULARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer → its tokens by id
+
+
+def _tokens_by_id(tokenizer) -> list[str]:
+    """Every id's token string, kept per tokenizer (listing 1,255 of them took 0.5 ms, about 1% of a
+    GRPO step); listed again when the tokenizer has grown (tokens added)."""
+    vocab = _VOCABULARIES.get(tokenizer)
+    if vocab is None or len(vocab) != len(tokenizer):
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        _VOCABULARIES[tokenizer] = vocab
+    return vocab
+
+
 def decode_completions(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
     """Completion ids (N, T) → text, the end-of-sequence token and padding dropped."""
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    vocab = _tokens_by_id(tokenizer)
     eos = tokenizer.eos_token_id
     rows = []
     for ids, m in zip(tokens.tolist(), mask.tolist(), strict=True):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
+from hyperr1 import native
 from hyperr1.decoding import TextPolicy, decode_completions, filter_logits
 from hyperr1.model import (
     HyperR1Config,
@@ -172,6 +173,9 @@ def test_text_policy_and_decoding():
     assert len(out) == 2 and all(len(o) == 3 and all(isinstance(s, str) for s in o) for o in out)
     ids = torch.tensor([[tok.convert_tokens_to_ids("<think>"), tok.eos_token_id, 0]])
     assert decode_completions(tok, ids, torch.tensor([[True, True, False]])) == ["<think>"]
+    tok.add_tokens(["zebra_fish"])  # the tokens by id are kept per tokenizer: an added one must still decode
+    added = torch.tensor([[tok.convert_tokens_to_ids("zebra_fish"), tok.eos_token_id]])
+    assert decode_completions(tok, added, torch.tensor([[True, True]])) == ["zebra_fish"]
 
 
 def _tamper(path, edit):
@@ -244,6 +248,41 @@ def test_token_logprobs_entropy_and_gradient_are_those_of_log_softmax(entropy):
     (ref_grad,) = torch.autograd.grad((ref * w).sum(), z)
     torch.testing.assert_close(grad, ref_grad)
     assert torch.autograd.gradcheck(lambda t: TokenLogProbs.apply(t, y, entropy)[0], (z,))
+
+
+def test_native_token_logprobs_match_the_float64_definition():
+    """The C forward of TokenLogProbs (float32 CPU): values and gradients of float64 log_softmax to
+    float32 rounding, masked (−inf) logits counted as zero mass, a diverged row NaN throughout, and
+    an out-of-range token refused."""
+    from hyperr1.decoding import TokenLogProbs
+
+    if not native.sample_available():
+        pytest.skip("the sampler kernels do not build here")
+    g = torch.Generator().manual_seed(1)
+    z = 4 * torch.randn(4, 6, 37, generator=g)
+    z[0, 1, :9] = float("-inf")  # masked tokens
+    z[1, 2, 5] = 1e4  # one token with all the mass
+    y = torch.randint(9, 37, (4, 6), generator=g)
+    z = z.requires_grad_()
+    logp, ent = TokenLogProbs.apply(z, y, True)
+    ref_all = z.detach().double().log_softmax(-1)
+    torch.testing.assert_close(logp.double(), ref_all.gather(-1, y[..., None]).squeeze(-1), rtol=1e-6, atol=1e-5)
+    p = ref_all.exp()
+    torch.testing.assert_close(ent.double(), -torch.special.xlogy(p, p).sum(-1), rtol=0, atol=1e-5)
+    w = torch.randn(4, 6, generator=g)
+    (grad,) = torch.autograd.grad((logp * w).sum(), z)
+    zz = z.detach().double().requires_grad_()
+    (ref_grad,) = torch.autograd.grad((zz.log_softmax(-1).gather(-1, y[..., None]).squeeze(-1) * w).sum(), zz)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=0, atol=1e-6)
+
+    bad = torch.randn(3, 7)
+    bad[1, 2] = float("nan")
+    bad[2] = float("-inf")
+    p, logp, ent = native.token_logprobs(bad, torch.tensor([0, 1, 2]))
+    assert torch.isfinite(logp[0]) and torch.isfinite(ent[0]) and torch.isfinite(p[0]).all()
+    assert logp[1:].isnan().all() and ent[1:].isnan().all() and p[1:].isnan().all()
+    with pytest.raises(IndexError, match="out of range"):
+        native.token_logprobs(torch.randn(2, 7), torch.tensor([0, 7]))
 
 
 def test_a_seed_gives_both_heads_the_same_initial_trunk():

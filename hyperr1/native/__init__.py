@@ -73,6 +73,7 @@ __all__ = [
     "sample_library",
     "sample_rows",
     "attend",
+    "token_logprobs",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
@@ -375,6 +376,9 @@ def sample_library() -> ctypes.CDLL:
     # q, q_stride, k, v, mask, b, g, h, d, len, len_max, scale, out, scratch, scratch_rows, threads
     lib.hyperr1_attend.argtypes = [ptr, i64, ptr, ptr, ptr, *[i64] * 6, ctypes.c_float, ptr, ptr, i64, ctypes.c_int]
     lib.hyperr1_attend.restype = ctypes.c_int
+    # logits, tokens, n, v, p, logp, ent, threads
+    lib.hyperr1_token_logprobs.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ctypes.c_int]
+    lib.hyperr1_token_logprobs.restype = ctypes.c_int
     return lib
 
 
@@ -449,3 +453,30 @@ def attend(
     if status != 0:
         raise RuntimeError(f"native attention failed with status {status}")
     return out
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax, log-probability of the given token and entropy of each row of ``logits`` (N, V)
+    float32 on the CPU (``sample_kernels.c``, ``hyperr1_token_logprobs``): two passes per row.
+
+    ``tokens`` (N,) int64 in [0, V). Returns p = softmax(logits) (N, V), log p_y (N,) and
+    H = −Σ p log p (N,); a row holding NaN or +inf, or only −inf, gets NaN in all three.
+    """
+    if logits.dim() != 2 or logits.dtype != torch.float32 or logits.device.type != "cpu":
+        raise ValueError(f"native log-probabilities: need (N, V) float32 logits on the CPU, got "
+                         f"{tuple(logits.shape)} {logits.dtype} on {logits.device}")  # fmt: skip
+    n, v = logits.shape
+    if tokens.shape != (n,) or tokens.device.type != "cpu":
+        raise ValueError(f"native log-probabilities: need {n} token ids on the CPU, got shape {tuple(tokens.shape)}")
+    logits, tokens = logits.contiguous(), tokens.to(torch.int64).contiguous()
+    p = torch.empty_like(logits)
+    logp, ent = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+    status = sample_library().hyperr1_token_logprobs(
+        logits.data_ptr(), tokens.data_ptr(), n, v, p.data_ptr(), logp.data_ptr(), ent.data_ptr(),
+        max(1, torch.get_num_threads()),
+    )  # fmt: skip
+    if status == 2:
+        raise IndexError(f"token id out of range [0, {v}) in native log-probabilities")
+    if status != 0:
+        raise RuntimeError(f"native log-probabilities failed with status {status}")
+    return p, logp, ent

@@ -235,3 +235,61 @@ int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const floa
     }
     return 0;
 }
+
+/* Teacher-forced log-probabilities of given tokens, the forward of hyperr1.decoding.TokenLogProbs.
+ *
+ * For row z (V logits) and its token y, with m = max_j z_j, e_j = exp(z_j − m) and Z = Σ_j e_j:
+ *
+ *   p_j = e_j / Z                                   (the softmax, kept for backward)
+ *   log π_y = (z_y − m) − log Z                      (log-softmax at y)
+ *   H = log Z − Σ_j e_j (z_j − m) / Z                (entropy −Σ p log p; a term with e_j = 0 counts 0)
+ *
+ * two passes over a row that stays in L1, where PyTorch's logsumexp, subtraction, exp, gather and
+ * dot product take five passes and two fresh N×V buffers. A row holding NaN or +inf, or only −inf,
+ * gets p, log π and H all NaN (PyTorch gives NaN there too, if not at every entry of p). Rows are
+ * split over threads (static schedule: each row computed by one thread, whatever their number).
+ * Returns 0, 1 on bad sizes, 2 when a token is outside [0, V) (then the outputs are incomplete). */
+static int token_logprob_row(const float *restrict z, int64_t v, int64_t y, float *restrict p, float *logp,
+                             float *ent) {
+    if (y < 0 || y >= v) return 2;
+    float m = -INFINITY;
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (int64_t j = 0; j < v; ++j) {
+        m = z[j] > m ? z[j] : m;
+        nan |= z[j] != z[j];
+    }
+    if (nan || m == INFINITY || m == -INFINITY) {
+        for (int64_t j = 0; j < v; ++j) p[j] = NAN;
+        *logp = NAN;
+        *ent = NAN;
+        return 0;
+    }
+    float sum = 0.0f, sum_ez = 0.0f;
+#pragma omp simd reduction(+ : sum, sum_ez)
+    for (int64_t j = 0; j < v; ++j) {
+        const float d = z[j] - m, e = exp_le0(d);
+        p[j] = e;
+        sum += e;
+        sum_ez += e > 0.0f ? e * d : 0.0f; /* −inf logits: 0, not 0 · (−inf) */
+    }
+    const float inv = 1.0f / sum, log_sum = logf(sum);
+#pragma omp simd
+    for (int64_t j = 0; j < v; ++j) p[j] *= inv;
+    *logp = (z[y] - m) - log_sum;
+    *ent = log_sum - sum_ez * inv;
+    return 0;
+}
+
+int hyperr1_token_logprobs(const float *logits, const int64_t *tokens, int64_t n, int64_t v, float *p, float *logp,
+                           float *ent, int threads) {
+    if (n < 0 || v < 1) return 1;
+    int64_t t = (n * v) / MIN_ELEMENTS_PER_THREAD;
+    if (t > threads) t = threads;
+    if (t > n) t = n;
+    if (t < 1) t = 1;
+    int status = 0;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1) reduction(| : status)
+    for (int64_t r = 0; r < n; ++r) status |= token_logprob_row(logits + r * v, v, tokens[r], p + r * v, logp + r, ent + r);
+    return status;
+}
