@@ -198,6 +198,7 @@ class GRPOTrainer(RunLoop):
             self.examples, max_hops=cfg.curriculum_start_hops, threshold=cfg.curriculum_threshold
         )
         self.recent_accuracy: deque = deque(maxlen=cfg.curriculum_window)
+        self._pool, self._pool_hops = self.examples, None  # the prompts in the curriculum's range, per h_max
         self.wait_id = tokenizer.convert_tokens_to_ids(WAIT)
 
     # ------------------------------------------------------------ the algorithm
@@ -211,7 +212,10 @@ class GRPOTrainer(RunLoop):
 
     def _prompts(self) -> list[TaskExample]:
         """This rank's share of B prompts drawn from the curriculum's current range."""
-        pool = self.curriculum.select(self.examples) or self.examples
+        if self._pool_hops != self.curriculum.max_hops:  # the range moved (or was restored): filter again
+            self._pool = self.curriculum.select(self.examples) or self.examples
+            self._pool_hops = self.curriculum.max_hops
+        pool = self._pool
         chosen = [pool[self.rng.randrange(len(pool))] for _ in range(self.cfg.prompts_per_step)]
         return chosen[self.rank :: self.world_size]
 

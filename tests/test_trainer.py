@@ -235,3 +235,18 @@ def test_retraction_rates_count_good_and_bad_withdrawals(world, tmp_path):
     plain = f"<think> {child} -> {parent} </think> <answer> yes </answer>"
     rates = trainer._retraction_rates([good, bad, plain, "no tags at all"])
     assert rates == {"reflection/retractions": 2 / 4, "reflection/good": 1 / 4}
+
+
+def test_prompts_follow_the_curriculum_as_it_widens(world, tmp_path):
+    """The trainer keeps the filtered prompt pool between steps; a widened (or restored) range must
+    still change what is drawn."""
+    h, splits, tok, warm, _ = world
+    trainer = GRPOTrainer(
+        copy.deepcopy(warm), tok, splits["train"], h, grpo_cfg(prompts_per_step=64, curriculum_start_hops=1),
+        tmp_path, progress=False,
+    )  # fmt: skip
+    assert max(ex.hops for ex in trainer._prompts()) == 1
+    trainer.curriculum.update(1.0)  # the monitored accuracy reached τ: h_max 1 → 2
+    assert max(ex.hops for ex in trainer._prompts()) == 2
+    trainer.curriculum.load_state_dict({**trainer.curriculum.state_dict(), "max_hops": 1})  # as a resume does
+    assert max(ex.hops for ex in trainer._prompts()) == 1
