@@ -229,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hyperr1.allocator import keep_freed_memory
     from hyperr1.runs import RunLockedError
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # training, distillation, evaluation: large buffers reuse freed pages (hyperr1.allocator)
     try:
         args.func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, RunLockedError) as err:

@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperr1 import checkpoint
+from hyperr1.allocator import keep_freed_memory
 from hyperr1.distributed import barrier, broadcast_object, world
 from hyperr1.faults import crash_point
 from hyperr1.guard import CollapseGuard, episode_record
@@ -109,6 +110,7 @@ class RunLoop:
 
     def __init__(self, model, optimizer, out, loop_cfg: LoopConfig, *, config=None, callbacks=(), progress=True):
         loop_cfg.validate_loop()
+        keep_freed_memory()  # a step's large buffers reuse the last step's pages (hyperr1.allocator)
         self.model, self.optimizer, self.loop_cfg = model, optimizer, loop_cfg
         self.out = Path(out)
         self.run_config = config if config is not None else _asdict(loop_cfg)

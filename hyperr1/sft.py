@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from hyperr1.allocator import keep_freed_memory
 from hyperr1.decoding import encode_prompts
 from hyperr1.faults import crash_point
 from hyperr1.model import HyperR1ForConditionalGeneration, save_policy
@@ -147,6 +148,7 @@ def train_sft(
     cfg.validate()
     if not examples and cfg.epochs > 0:
         raise ValueError("no warm-start examples to train on")
+    keep_freed_memory()  # each batch's buffers reuse the last batch's pages (hyperr1.allocator)
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
