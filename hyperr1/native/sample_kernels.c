@@ -45,8 +45,9 @@ static inline float exp_le0(float x) {
     return p * scale * keep;
 }
 
-static void sample_row(const float *restrict x, int64_t v, double u, int greedy, float *restrict e,
-                       float *restrict block, int64_t *token, float *logp) {
+/* max_j x_j of a row into *max; 0 when that row can be normalised, 1 when it holds NaN or +inf, or
+ * only −inf (nothing with positive mass). */
+static inline int row_max(const float *restrict x, int64_t v, float *max) {
     float m = -INFINITY;
     int nan = 0;
 #pragma omp simd reduction(max : m) reduction(| : nan)
@@ -54,7 +55,14 @@ static void sample_row(const float *restrict x, int64_t v, double u, int greedy,
         m = x[j] > m ? x[j] : m;
         nan |= x[j] != x[j];
     }
-    if (nan || m == INFINITY || m == -INFINITY) { /* NaN, +inf, or nothing with positive mass */
+    *max = m;
+    return nan || m == INFINITY || m == -INFINITY;
+}
+
+static void sample_row(const float *restrict x, int64_t v, double u, int greedy, float *restrict e,
+                       float *restrict block, int64_t *token, float *logp) {
+    float m;
+    if (row_max(x, v, &m)) {
         *token = v - 1;
         *logp = NAN;
         return;
@@ -252,14 +260,8 @@ int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const floa
 static int token_logprob_row(const float *restrict z, int64_t v, int64_t y, float *restrict p, float *logp,
                              float *ent) {
     if (y < 0 || y >= v) return 2;
-    float m = -INFINITY;
-    int nan = 0;
-#pragma omp simd reduction(max : m) reduction(| : nan)
-    for (int64_t j = 0; j < v; ++j) {
-        m = z[j] > m ? z[j] : m;
-        nan |= z[j] != z[j];
-    }
-    if (nan || m == INFINITY || m == -INFINITY) {
+    float m;
+    if (row_max(z, v, &m)) {
         for (int64_t j = 0; j < v; ++j) p[j] = NAN;
         *logp = NAN;
         *ent = NAN;
