@@ -27,6 +27,15 @@
 #define BLOCK 16
 #define MIN_ELEMENTS_PER_THREAD 65536
 
+/* Threads for `work` elements split into `parts` independent pieces (rows, heads): one per
+ * MIN_ELEMENTS_PER_THREAD elements, at most `requested` and `parts`, at least 1. */
+static int64_t thread_count(int64_t work, int64_t parts, int requested) {
+    int64_t t = work / MIN_ELEMENTS_PER_THREAD;
+    if (t > requested) t = requested;
+    if (t > parts) t = parts;
+    return t < 1 ? 1 : t;
+}
+
 static inline float exp_le0(float x) {
     const float keep = (float)(x >= -87.0f); /* exactly 0 below −87 and for −inf */
     const float xc = x < -87.0f ? -87.0f : x;
@@ -105,10 +114,7 @@ static void sample_row(const float *restrict x, int64_t v, double u, int greedy,
 int hyperr1_sample_rows(const float *logits, int64_t n, int64_t v, const float *u, int greedy, float *scratch,
                         int64_t scratch_rows, int64_t *tokens, float *logp, int threads) {
     if (n < 0 || v < 1) return 1;
-    int64_t t = (n * v) / MIN_ELEMENTS_PER_THREAD;
-    if (t > threads) t = threads;
-    if (t > n) t = n;
-    if (t < 1) t = 1;
+    const int64_t t = thread_count(n * v, n, threads);
     if (t > scratch_rows) return 1;
     const int64_t stride = v + v / BLOCK + 1;
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
@@ -219,10 +225,7 @@ int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const floa
                    int64_t b, int64_t g, int64_t h, int64_t d, int64_t len, int64_t len_max, float scale,
                    float *out, float *scratch, int64_t scratch_rows, int threads) {
     if (b < 0 || g < 1 || h < 1 || d < 1 || len < 1 || len > len_max || q_stride < h * d) return 1;
-    int64_t t = (b * g * h * len * d) / MIN_ELEMENTS_PER_THREAD;
-    if (t > threads) t = threads;
-    if (t > b * h) t = b * h;
-    if (t < 1) t = 1;
+    const int64_t t = thread_count(b * g * h * len * d, b * h, threads);
     if (t > scratch_rows) return 1;
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
     for (int64_t bh = 0; bh < b * h; ++bh) {
@@ -286,10 +289,7 @@ static int token_logprob_row(const float *restrict z, int64_t v, int64_t y, floa
 int hyperr1_token_logprobs(const float *logits, const int64_t *tokens, int64_t n, int64_t v, float *p, float *logp,
                            float *ent, int threads) {
     if (n < 0 || v < 1) return 1;
-    int64_t t = (n * v) / MIN_ELEMENTS_PER_THREAD;
-    if (t > threads) t = threads;
-    if (t > n) t = n;
-    if (t < 1) t = 1;
+    const int64_t t = thread_count(n * v, n, threads);
     int status = 0;
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1) reduction(| : status)
     for (int64_t r = 0; r < n; ++r) status |= token_logprob_row(logits + r * v, v, tokens[r], p + r * v, logp + r, ent + r);
