@@ -5,7 +5,9 @@ batch (8 shipped ``mammals`` prompts × 8 samples), same number of new tokens, i
 two are timed alternately and the medians after a warm-up are printed with their ratio.
 ``generate()`` gets ``min_new_tokens`` so that both decode exactly ``--new-tokens`` tokens per
 sequence (a random model almost never ends early). ``draw_kernel`` times the sampler against itself
-with the PyTorch-ops draw (``kernel="eager"``) in place of the C one.
+with the PyTorch-ops draw (``kernel="eager"``) in place of the C one; ``decoder_kernel`` against itself
+with the decoder stack run op by op (C attention and draw, PyTorch ops between them) in place of the
+fused C step (:class:`hyperr1.native.DecoderStep`).
 
     python benchmarks/bench_sampler.py [--repeats 10] [--new-tokens 32] [--head poincare|euclidean] [--threads 2]
 """
@@ -21,6 +23,7 @@ import time
 import torch
 from report import add_out_argument, write_result
 
+from hyperr1 import decoding
 from hyperr1.hierarchy import load_hierarchy
 from hyperr1.model import build_policy, count_parameters
 from hyperr1.splits import TasksConfig, build_splits
@@ -82,6 +85,13 @@ def main() -> None:
         )
         assert out.tokens.shape[1] == n_tok
 
+    def ours_sample_per_op():  # the decoder stack op by op: the A/B of the fused decoding step
+        fused, decoding.native_decoder = decoding.native_decoder, lambda *args, **kwargs: None
+        try:
+            ours_sample()
+        finally:
+            decoding.native_decoder = fused
+
     def ours_greedy():
         model.sample(enc.input_ids, enc.attention_mask, greedy=True, max_new_tokens=n_tok)
 
@@ -108,6 +118,8 @@ def main() -> None:
         res[f"generate_over_hyperr1_{name}"] = t_hf / t_ours
     t_native, t_eager = paired_medians(ours_sample, ours_sample_eager, args.repeats)
     res["draw_kernel"] = {"native_s": t_native, "eager_s": t_eager, "eager_over_native": t_eager / t_native}
+    t_fused, t_per_op = paired_medians(ours_sample, ours_sample_per_op, args.repeats)
+    res["decoder_kernel"] = {"fused_s": t_fused, "per_op_s": t_per_op, "per_op_over_fused": t_per_op / t_fused}
     write_result(res, args.out, "results/bench_sampler.json")
 
 

@@ -14,7 +14,14 @@ through ``scaled_dot_product_attention`` with a preallocated key/value cache, in
   (:func:`hyperr1.native.sample_rows`) on float32 CPU logits;
 - each step's self- and cross-attention of one query per row is one C call
   (:func:`hyperr1.native.attend`): ``scaled_dot_product_attention`` spends ~80 µs per call on these
-  (N, H, 1, d_h) shapes, a third of a step (``benchmarks/bench_sampler.py``).
+  (N, H, 1, d_h) shapes, a third of a step (``benchmarks/bench_sampler.py``);
+- for a GELU decoder (BART's default) the whole decoder stack of a step is one C call
+  (:class:`hyperr1.native.DecoderStep`, built by :func:`native_decoder`): ~30 PyTorch ops per layer,
+  each a few µs of dispatch on N × 48 floats, became one pass over blocks of 8 rows (a question-only
+  sampling call of 8 × 8 completions of 16 tokens: 16.5–18.4 → 9.9–10.8 ms);
+- teacher forcing (:func:`decode` without a cache) and the encoder (:func:`encode`, ``BartEncoder``
+  against its weights) attend through :func:`attention`, C kernels for forward and backward
+  (:class:`Attention`) in place of the flash-attention CPU kernel.
 
 ``tests/test_model.py`` checks that this path gives the logits of the Hugging Face forward to
 float precision and that sampled log-probabilities equal teacher-forced ones.
@@ -100,6 +107,66 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(n, length, h * d_h)
 
 
+class Attention(torch.autograd.Function):
+    """scaled_dot_product_attention of whole sequences by the C kernels :func:`hyperr1.native.attention_forward`
+    and :func:`~hyperr1.native.attention_backward` (float32 CPU): forward keeps the probabilities P for
+    backward. Same values and gradients as ``F.scaled_dot_product_attention`` to float rounding
+    (``tests/test_native_sample.py``)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal):  # (B, H, Lq, d), (B, H, Lk, d) x 2, (B, Lk) bool or None, bool
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        o, p = native.attention_forward(q, k, v, mask, causal)
+        ctx.save_for_backward(q, k, v, o, p)
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return (*native.attention_backward(*ctx.saved_tensors, grad.contiguous()), None, None)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    kernel: str = "auto",
+) -> torch.Tensor:
+    """softmax(q kᵀ/√d) v (B, H, Lq, d) with key mask (B, Lk) (True: attend) and/or causal masking (query i
+    sees keys j ≤ i). ``kernel`` (one of :data:`SAMPLE_KERNELS`): the C kernels (:class:`Attention`, float32
+    on the CPU), ``F.scaled_dot_product_attention`` ("eager"), or the first where it applies ("auto"). At the
+    sizes of this package the flash-attention CPU kernel spent 0.2 ms per forward and 0.6 ms per backward
+    call, a sixth of a question-only GRPO step."""
+    if _native_attention(kernel, q.device, q.dtype):
+        return Attention.apply(q, k, v, None if mask is None else mask.contiguous(), causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :],
+                                          is_causal=causal)  # fmt: skip
+
+
+def encode(
+    model: HyperR1ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor, kernel: str = "auto"
+) -> torch.Tensor:
+    """Encoder states (B, S, D) of the prompts: ``BartEncoder`` (post-LN blocks: self-attention over the
+    unmasked prompt tokens, GELU MLP) written against its weights, with :func:`attention` by ``kernel``."""
+    enc = model.model.encoder
+    s = input_ids.shape[1]
+    offset = enc.embed_positions.offset
+    x = F.embedding(input_ids, enc.embed_tokens.weight)  # (B, S, D)
+    if enc.embed_tokens.embed_scale != 1.0:
+        x = x * enc.embed_tokens.embed_scale
+    x = enc.layernorm_embedding(x + enc.embed_positions.weight[offset : offset + s])
+    mask = attention_mask.bool()
+    for layer in enc.layers:
+        sa = layer.self_attn
+        q, k, v = (_heads(proj(x), sa.num_heads) for proj in (sa.q_proj, sa.k_proj, sa.v_proj))
+        x = layer.self_attn_layer_norm(x + sa.out_proj(_merge(attention(q, k, v, mask=mask, kernel=kernel))))
+        x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
+    return x
+
+
 def inference_head(model: HyperR1ForConditionalGeneration):
     """``model.logits`` for a run of decoding steps: the prototypes' half of the distance
     computation is built once (:class:`hyperr1.native.dispatch.DistanceLogits`), same values."""
@@ -140,6 +207,7 @@ def decode(
     cache: KV | None = None,
     qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     native_attention: bool = False,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Decoder states (N, L, D) of ``tokens`` (N, L) at positions start..start+L−1.
 
@@ -153,6 +221,7 @@ def decode(
     ``native_attention`` (one token per row, with a cache, float32 CPU) runs both attentions through
     the C kernel :func:`hyperr1.native.attend`, same values to float rounding; the keys of ``cache``
     and ``cross`` are then stored transposed, (·, H, d_h, positions), and all of them contiguous.
+    Without a cache (teacher forcing) both attentions go through :func:`attention` by ``kernel``.
     """
     dec = model.model.decoder
     n, length = tokens.shape
@@ -182,8 +251,10 @@ def decode(
                 k_all[:, :, start : start + length] = k
                 v_all[:, :, start : start + length] = v
                 k, v = k_all[:, :, : start + length], v_all[:, :, : start + length]
-            # one new query attends to every cached key; a block of L > 1 queries attends causally
-            a = _merge(F.scaled_dot_product_attention(q, k, v, is_causal=length > 1))
+                # one new query attends to every cached key; a block of L > 1 queries attends causally
+                a = _merge(F.scaled_dot_product_attention(q, k, v, is_causal=length > 1))
+            else:  # teacher forcing: causal attention over the tokens
+                a = _merge(attention(q, k, v, causal=True, kernel=kernel))
         x = layer.self_attn_layer_norm(x + sa.out_proj(a))
         ca = layer.encoder_attn
         ck, cv = cross[i]  # (B, H, S, d_h), keys transposed for native_attention: once per prompt
@@ -194,7 +265,10 @@ def decode(
         else:
             # the G samples of a prompt become G·L queries against that prompt's keys: (B, H, G·L, d_h)
             q = ca.q_proj(x).view(b, g, length, h, d_h).permute(0, 3, 1, 2, 4).reshape(b, h, g * length, d_h)
-            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
+            if cache is None:
+                a = attention(q, ck, cv, mask=enc_mask.view(b, s_len), kernel=kernel)
+            else:
+                a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=enc_mask)
             a = a.view(b, h, g, length, d_h).permute(0, 2, 3, 1, 4).reshape(n, length, h * d_h)  # (N, L, D)
         x = layer.encoder_attn_layer_norm(x + ca.out_proj(a))
         x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
@@ -202,7 +276,11 @@ def decode(
 
 
 def prepare(
-    model: HyperR1ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_samples: int,
+    kernel: str = "auto",
 ) -> tuple[KV, torch.Tensor]:
     """Encode each prompt once; its cross keys/values serve all its ``num_samples`` rows.
 
@@ -217,7 +295,7 @@ def prepare(
         raise ValueError(f"prompt of {input_ids.shape[1]} tokens exceeds max_position_embeddings={max_pos}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    enc = model.encode(input_ids, attention_mask)  # (B, S, D)
+    enc = encode(model, input_ids, attention_mask, kernel)  # (B, S, D)
     return cross_kv(model, enc), attention_mask.bool()[:, None, None, :]
 
 
@@ -400,7 +478,9 @@ def _native_draw(kernel: str, filtered: bool, device: torch.device, dtype: torch
 
 
 def _native_attention(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether :func:`sample` attends with the C kernel :func:`hyperr1.native.attend` (``kernel`` as there)."""
+    """Whether :func:`sample` and :func:`attention` attend with the C kernels (``kernel`` as there)."""
+    if kernel not in SAMPLE_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; known: {list(SAMPLE_KERNELS)}")
     applies = device.type == "cpu" and dtype == torch.float32
     if kernel == "native":
         if not applies:
@@ -423,12 +503,49 @@ def _blocked_cross(cross: KV, enc_mask: torch.Tensor) -> tuple[KV, torch.Tensor]
     return blocked, F.pad(enc_mask, (0, pad), value=False).contiguous()
 
 
+def native_decoder(
+    model: HyperR1ForConditionalGeneration, cross: KV, enc_mask: torch.Tensor, num_samples: int, t_max: int
+) -> native.DecoderStep | None:
+    """The whole decoder stack of a sampling step as one C call (:class:`hyperr1.native.DecoderStep`)
+    for the blocked prompt keys and values of :func:`_blocked_cross`, or None where it does not apply:
+    a decoder whose MLP is not GELU (the C step computes gelu(u) = u·(1 + erf(u/√2))/2, BART's
+    default) or whose layer norms differ in ε. Same values as :func:`decode` to float rounding."""
+    cfg, dec = model.config, model.model.decoder
+    norms = [dec.layernorm_embedding] + [
+        m for layer in dec.layers for m in (layer.self_attn_layer_norm, layer.encoder_attn_layer_norm,
+                                            layer.final_layer_norm)
+    ]  # fmt: skip
+    if cfg.activation_function != "gelu" or len({m.eps for m in norms}) != 1 or any(m.weight is None for m in norms):
+        return None
+    packed = []
+    for layer, (w_qkv, b_qkv) in zip(dec.layers, fused_qkv(model), strict=True):
+        sa, ca = layer.self_attn, layer.encoder_attn
+        packed += [w_qkv.t(), b_qkv, sa.out_proj.weight.t(), sa.out_proj.bias, layer.self_attn_layer_norm.weight,
+                   layer.self_attn_layer_norm.bias, ca.q_proj.weight.t(), ca.q_proj.bias, ca.out_proj.weight.t(),
+                   ca.out_proj.bias, layer.encoder_attn_layer_norm.weight, layer.encoder_attn_layer_norm.bias,
+                   layer.fc1.weight.t(), layer.fc1.bias, layer.fc2.weight.t(), layer.fc2.bias,
+                   layer.final_layer_norm.weight, layer.final_layer_norm.bias]  # fmt: skip
+    weights = torch.cat([t.detach().reshape(-1) for t in packed])  # the order of sample_kernels.c
+    b, h, d_h, s_max = cross[0][0].shape
+    n, layers = b * num_samples, len(dec.layers)
+    return native.DecoderStep(
+        weights, layers=layers, heads=h, d_model=cfg.d_model, ffn_dim=dec.layers[0].fc1.out_features,
+        embed=dec.embed_tokens.weight.detach(), embed_scale=float(dec.embed_tokens.embed_scale),
+        positions=dec.embed_positions.weight.detach()[dec.embed_positions.offset :],
+        ln_embedding=torch.stack([dec.layernorm_embedding.weight, dec.layernorm_embedding.bias]).detach(),
+        eps=norms[0].eps, num_samples=num_samples,
+        self_kt=weights.new_zeros(layers, n, h, d_h, t_max), self_v=weights.new_zeros(layers, n, h, t_max, d_h),
+        cross_kt=torch.stack([k for k, _ in cross]), cross_v=torch.stack([v for _, v in cross]),
+        mask=enc_mask.view(b, s_max),
+    )  # fmt: skip
+
+
 def _draw(
     model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator, kernel
 ):
     """The sampling loop of :func:`sample` (arguments as there, already checked)."""
     cfg = model.config
-    cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
+    cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples, kernel)
     n, device = enc_mask.shape[0] * num_samples, input_ids.device
     heads, d_h = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
     filtered = top_k > 0 or top_p < 1.0
@@ -437,20 +554,24 @@ def _draw(
     if fast:  # the C attention reads keys transposed, (·, H, d_h, positions), in whole blocks of positions
         cross, enc_mask = _blocked_cross(cross, enc_mask)
     t_cache = -(-max_new_tokens // ATTEND_BLOCK) * ATTEND_BLOCK if fast else max_new_tokens
+    step = native_decoder(model, cross, enc_mask, num_samples, t_cache) if fast else None  # holds its own cache
     cache = [
         (cross[0][0].new_zeros(n, heads, t_cache, d_h), cross[0][0].new_zeros(n, heads, t_cache, d_h))
-        for _ in range(cfg.decoder_layers)
+        for _ in range(cfg.decoder_layers if step is None else 0)
     ]  # (N, H, T_max, d_h) per layer; for the C attention the keys (N, H, d_h, T_max)
+    if fast:
+        cache = [(kt.view(n, heads, d_h, t_cache), v) for kt, v in cache]
     head, qkv = inference_head(model), fused_qkv(model)
     tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(n, max_new_tokens, device=device)
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    if fast:
-        cache = [(kt.view(n, heads, d_h, t_cache), v) for kt, v in cache]
     for t in range(max_new_tokens):
-        logits = head(decode(model, last, t, cross, enc_mask, cache, qkv, native_attention=fast)[:, -1])  # (N, V)
+        if step is not None:  # the whole decoder stack in one C call
+            logits = head(step(last.view(n), t))  # (N, V)
+        else:
+            logits = head(decode(model, last, t, cross, enc_mask, cache, qkv, native_attention=fast)[:, -1])
         if not greedy and temperature != 1.0:
             logits = logits / temperature
         if use_native:  # the uniforms sample_categorical would draw, one per row

@@ -158,3 +158,164 @@ def test_attend_refuses_what_it_cannot_read():
         native.attend(torch.zeros(2, 12), kt.transpose(2, 3).contiguous().transpose(2, 3), v, 5)
     with pytest.raises(ValueError, match="bool mask"):
         native.attend(torch.zeros(2, 12), kt, v, 5, torch.ones(2, 4, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- the fused decoding step
+
+
+def step_by_step(model, ids, mask, num_samples, tokens, kernel_positions=16):
+    """(fused step output, decode() output) at every position of ``tokens`` (N, T), the same cache filled."""
+    from hyperr1 import decoding
+
+    cross, enc_mask = decoding.prepare(model, ids, mask, num_samples)
+    cross, enc_mask = decoding._blocked_cross(cross, enc_mask)
+    n, h = tokens.shape[0], model.config.decoder_attention_heads
+    d_h = model.config.d_model // h
+    cache = [(torch.zeros(n, h, d_h, kernel_positions), torch.zeros(n, h, kernel_positions, d_h))
+             for _ in range(model.config.decoder_layers)]  # fmt: skip
+    step = decoding.native_decoder(model, cross, enc_mask, num_samples, kernel_positions)
+    pairs = []
+    for t in range(tokens.shape[1]):
+        ref = decoding.decode(model, tokens[:, t : t + 1], t, cross, enc_mask, cache, native_attention=True)[:, -1]
+        pairs.append((step(tokens[:, t].contiguous(), t).clone(), ref))
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "head, cfg",
+    [
+        ("poincare", {}),  # width 32, 4 heads of 8
+        ("euclidean", {"d_model": 14, "decoder_attention_heads": 2, "encoder_attention_heads": 2,
+                       "decoder_ffn_dim": 28, "decoder_layers": 3}),  # a head width (7) outside ATTEND_WIDTHS
+    ],
+)  # fmt: skip
+def test_the_fused_decoder_step_is_decode_of_one_token(head, cfg):
+    model = tiny(head, **cfg)
+    with torch.no_grad():  # GELU inputs over a wide range, so that both sides of the erfc fit are used
+        for layer in model.model.decoder.layers:
+            layer.fc1.weight.mul_(20.0)
+    ids, mask = prompts()  # 3 prompts x 3 samples: 9 rows, a partial block of ROWS = 8
+    tokens = torch.randint(0, model.config.vocab_size, (9, 11), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for got, ref in step_by_step(model, ids, mask, 3, tokens):
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=2e-5)
+
+
+def test_the_fused_decoder_step_does_not_depend_on_the_thread_count_and_checks_tokens():
+    model = tiny("poincare")
+    ids, mask = prompts()
+    tokens = torch.randint(0, model.config.vocab_size, (6, 5), generator=torch.Generator().manual_seed(2))
+    before, outs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                outs.append([got for got, _ in step_by_step(model, ids, mask, 2, tokens)])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+    from hyperr1 import decoding
+
+    with torch.inference_mode():
+        cross, enc_mask = decoding._blocked_cross(*decoding.prepare(model, ids, mask, 2))
+        step = decoding.native_decoder(model, cross, enc_mask, 2, 16)
+        with pytest.raises(IndexError, match="out of range"):
+            step(torch.full((6,), model.config.vocab_size), 0)
+        with pytest.raises(ValueError, match="position"):
+            step(tokens[:, 0].contiguous(), 16)
+        with pytest.raises(ValueError, match="int64 tokens"):
+            step(tokens[:3, 0].contiguous(), 0)
+
+
+def test_a_decoder_the_fused_step_does_not_implement_keeps_the_per_op_path():
+    from hyperr1 import decoding
+
+    model = tiny("poincare", activation_function="relu")
+    ids, mask = prompts()
+    with torch.inference_mode():
+        cross, enc_mask = decoding._blocked_cross(*decoding.prepare(model, ids, mask, 2))
+        assert decoding.native_decoder(model, cross, enc_mask, 2, 16) is None
+    gen = [torch.Generator().manual_seed(0) for _ in range(2)]
+    native_out = sample(model, ids, mask, num_samples=2, max_new_tokens=6, generator=gen[0], kernel="native")
+    eager_out = sample(model, ids, mask, num_samples=2, max_new_tokens=6, generator=gen[1], kernel="eager")
+    assert torch.equal(native_out.tokens, eager_out.tokens)
+
+
+# ---------------------------------------------------------------- attention of whole sequences (teacher forcing)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 4), h=st.integers(1, 3), lq=st.integers(1, 20), lk=st.integers(1, 20),
+    d=st.sampled_from([1, 5, 8, 12, 16, 33]), causal=st.booleans(), masked=st.booleans(), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_attention_has_the_values_and_gradients_of_sdpa(b, h, lq, lk, d, causal, masked, seed):
+    from hyperr1.decoding import attention
+
+    if causal:
+        lk = lq  # causal attention of a sequence over itself
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, lq, d, generator=gen, dtype=torch.float64)
+    k, v = torch.randn(2, b, h, lk, d, generator=gen, dtype=torch.float64)
+    mask = None
+    if masked:
+        mask = torch.rand(b, lk, generator=gen) > 0.4
+        mask[:, 0] = True  # every query keeps a key
+    leaves64 = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*leaves64, attn_mask=None if mask is None else mask[:, None, None, :],
+                                         is_causal=causal)  # fmt: skip
+    grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    ref_grads = torch.autograd.grad(ref, leaves64, grad)
+    leaves = [t.float().requires_grad_() for t in (q, k, v)]
+    out = attention(*leaves, mask=mask, causal=causal, kernel="native")
+    grads = torch.autograd.grad(out, leaves, grad.float())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=2e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_does_not_depend_on_the_thread_count_and_gives_nan_without_keys():
+    g = torch.Generator().manual_seed(5)
+    q, k, v = torch.randn(3, 64, 4, 16, 12, generator=g)
+    before, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            o, p = native.attention_forward(q, k, v, None, True)
+            results.append((o, p, *native.attention_backward(q, k, v, o, p, torch.ones_like(o))))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    mask = torch.ones(64, 16, dtype=torch.bool)
+    mask[3] = False  # batch 3 has no key to attend: NaN there, as scaled_dot_product_attention gives
+    o, _ = native.attention_forward(q, k, v, mask, False)
+    assert o[3].isnan().all() and not o[[0, 4]].isnan().any()
+
+
+def test_attention_refuses_what_it_cannot_read():
+    from hyperr1.decoding import attention
+
+    q, k = torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 6, 5)
+    with pytest.raises(ValueError, match="float32"):
+        native.attention_forward(q.double(), k, k, None, False)
+    with pytest.raises(ValueError, match="shape"):
+        native.attention_forward(q, k[:, :, :, :4], k, None, False)
+    with pytest.raises(ValueError, match="bool mask"):
+        native.attention_forward(q, k, k, torch.ones(2, 5, dtype=torch.bool), False)
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        attention(q, k, k, kernel="cuda")
+    with pytest.raises(ValueError, match="float32 on the CPU"):
+        attention(q.double(), k.double(), k.double(), kernel="native")
+
+
+@pytest.mark.parametrize("head", ["poincare", "euclidean"])
+def test_the_lean_encoder_is_the_hugging_face_encoder(head):
+    from hyperr1.decoding import encode
+
+    model = tiny(head)
+    ids, mask = prompts()
+    for mode in (model.train, model.eval):
+        mode()
+        ref = model.encode(ids, mask)
+        for kernel in ("native", "eager"):
+            torch.testing.assert_close(encode(model, ids, mask, kernel), ref, rtol=1e-5, atol=2e-6)

@@ -33,7 +33,10 @@ OpenMP over rows): max, exp, the inverse-CDF search with one uniform per row and
 the draw in one pass per row, in place of four N×V passes of PyTorch ops; and the attention of a
 decoding step (:func:`attend`: one query row per sample against its cached or prompt keys), in place
 of ``scaled_dot_product_attention``, whose per-call cost on these one-query shapes (~80 µs) was a
-third of a sampling step.
+third of a sampling step; the whole decoder stack of a sampling step (:class:`DecoderStep`: embedding,
+attention against the cache and the prompt, GELU MLP, layer norms, one call per step); and the
+attention of whole sequences with its backward for teacher forcing (:func:`attention_forward`,
+:func:`attention_backward`).
 
 :func:`available` says whether the kernels can be used; :func:`library` raises
 :class:`NativeUnavailable` with the compiler's message when they cannot. The choice between these
@@ -74,6 +77,9 @@ __all__ = [
     "sample_rows",
     "attend",
     "token_logprobs",
+    "DecoderStep",
+    "attention_forward",
+    "attention_backward",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
@@ -379,6 +385,24 @@ def sample_library() -> ctypes.CDLL:
     # logits, tokens, n, v, p, logp, ent, threads
     lib.hyperr1_token_logprobs.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ctypes.c_int]
     lib.hyperr1_token_logprobs.restype = ctypes.c_int
+    # weights, layers, d, f, h, embed, vocab, embed_scale, pos, ln_emb, tokens, n, g, self_kt, self_v, t, t_max,
+    # cross_kt, cross_v, mask, s_max, eps, out, scratch, scratch_rows, threads
+    f32 = ctypes.c_float
+    lib.hyperr1_decoder_step.argtypes = [
+        ptr, i64, i64, i64, i64, ptr, i64, f32, ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, i64, f32,
+        ptr, ptr, i64, ctypes.c_int,
+    ]  # fmt: skip
+    lib.hyperr1_decoder_step.restype = ctypes.c_int
+    lib.hyperr1_decoder_scratch.argtypes = [i64, i64, i64, i64]
+    lib.hyperr1_decoder_scratch.restype = i64
+    # q, k, v, mask, b, h, lq, lk, d, causal, scale, o, p, scratch, scratch_rows, threads
+    lib.hyperr1_attention_forward.argtypes = [*[ptr] * 4, *[i64] * 5, ctypes.c_int, f32, *[ptr] * 3, i64, ctypes.c_int]
+    lib.hyperr1_attention_forward.restype = ctypes.c_int
+    # q, k, v, o, p, g, b, h, lq, lk, d, scale, gq, gk, gv, scratch, scratch_rows, threads
+    lib.hyperr1_attention_backward.argtypes = [ptr] * 6 + [i64] * 5 + [f32] + [ptr] * 4 + [i64, ctypes.c_int]
+    lib.hyperr1_attention_backward.restype = ctypes.c_int
+    lib.hyperr1_attention_scratch.argtypes = [i64, i64]
+    lib.hyperr1_attention_scratch.restype = i64
     return lib
 
 
@@ -480,3 +504,130 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Te
     if status != 0:
         raise RuntimeError(f"native log-probabilities failed with status {status}")
     return p, logp, ent
+
+
+def _layer_floats(d: int, f: int) -> int:
+    """Floats of one packed decoder layer (``layer_floats`` in ``sample_kernels.c``)."""
+    return 6 * d * d + 13 * d + 2 * d * f + f
+
+
+class DecoderStep:
+    """One decoding step of a whole post-LayerNorm (BART) decoder stack, one token per row, in C
+    (``sample_kernels.c``, ``hyperr1_decoder_step``): embedding, every layer's self-attention against the
+    cache, cross-attention against the prompt, GELU MLP and layer norms in one call per step, in place
+    of ~30 PyTorch ops per layer. Float32 on the CPU.
+
+    Holds the packed weights (``weights``: per layer, in the order of ``sample_kernels.c``, the matrices
+    transposed to (in, out)), the self-attention cache (keys transposed (L, N, H, d, T_max), values
+    (L, N, H, T_max, d)) and the prompts' keys (transposed, (L, B, H, d, S_max)), values (L, B, H, S_max, d)
+    and mask (B, S_max); N = B·G rows, the G rows of a prompt consecutive. T_max and S_max are multiples
+    of 16 (the attention's block of positions). Everything is checked here once; a call checks only
+    the tokens.
+    """
+
+    def __init__(
+        self, weights: torch.Tensor, *, layers: int, heads: int, d_model: int, ffn_dim: int, embed: torch.Tensor,
+        embed_scale: float, positions: torch.Tensor, ln_embedding: torch.Tensor, eps: float, num_samples: int,
+        self_kt: torch.Tensor, self_v: torch.Tensor, cross_kt: torch.Tensor, cross_v: torch.Tensor, mask: torch.Tensor,
+    ):  # fmt: skip
+        self.lib = sample_library()
+        d, f, h, g = d_model, ffn_dim, heads, num_samples
+        if d % h or min(layers, d, f, h, g) < 1:
+            raise ValueError(f"native decoder: need layers, width, MLP width, heads >= 1 and width % heads == 0, got "
+                             f"{layers}, {d}, {f}, {h}")  # fmt: skip
+        vocab = embed.shape[0]
+        _check("weights", weights, (layers * _layer_floats(d, f),))
+        _check("embed", embed, (vocab, d))
+        _check("positions", positions, (positions.shape[0], d))
+        _check("ln_embedding", ln_embedding, (2, d))
+        n, t_max, s_max = self_v.shape[1], self_v.shape[3], cross_v.shape[3]
+        b = n // g
+        if n % g or t_max % _SAMPLE_BLOCK or s_max % _SAMPLE_BLOCK:
+            raise ValueError(f"native decoder: need N = B·G rows and T_max, S_max multiples of {_SAMPLE_BLOCK}, got "
+                             f"N={n}, G={g}, T_max={t_max}, S_max={s_max}")  # fmt: skip
+        _check("self_kt", self_kt, (layers, n, h, d // h, t_max))
+        _check("self_v", self_v, (layers, n, h, t_max, d // h))
+        _check("cross_kt", cross_kt, (layers, b, h, d // h, s_max))
+        _check("cross_v", cross_v, (layers, b, h, s_max, d // h))
+        if mask.shape != (b, s_max) or mask.dtype != torch.bool or not mask.is_contiguous():
+            raise ValueError(f"native decoder: need a contiguous (B, S_max) = {(b, s_max)} bool mask")
+        self.tensors = (weights, embed, positions, ln_embedding, self_kt, self_v, cross_kt, cross_v, mask)  # kept alive
+        self.shape = (layers, d, f, h, vocab, n, g, t_max, s_max)
+        self.embed_scale, self.eps, self.max_position = float(embed_scale), float(eps), positions.shape[0]
+        self.threads = max(1, torch.get_num_threads())
+        self.scratch = torch.empty(self.threads, self.lib.hyperr1_decoder_scratch(d, f, t_max, s_max))
+        self.out = torch.empty(n, d, dtype=torch.float32)
+
+    def __call__(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
+        """Decoder states (N, D) of ``tokens`` (N,) int64 at position ``t`` (its keys and values enter the
+        cache at t; positions 0..t−1 must be there already). The returned tensor is reused by the next call."""
+        layers, d, f, h, vocab, n, g, t_max, s_max = self.shape
+        if tokens.shape != (n,) or tokens.dtype != torch.int64 or not tokens.is_contiguous():
+            raise ValueError(f"native decoder: need {n} contiguous int64 tokens, got {tuple(tokens.shape)} "
+                             f"{tokens.dtype}")  # fmt: skip
+        if not 0 <= t < min(t_max, self.max_position):
+            raise ValueError(f"native decoder: position {t} outside [0, {min(t_max, self.max_position)})")
+        weights, embed, positions, ln_emb, self_kt, self_v, cross_kt, cross_v, mask = self.tensors
+        status = self.lib.hyperr1_decoder_step(
+            weights.data_ptr(), layers, d, f, h, embed.data_ptr(), vocab, self.embed_scale,
+            positions[t].data_ptr(), ln_emb.data_ptr(), tokens.data_ptr(), n, g, self_kt.data_ptr(),
+            self_v.data_ptr(), t, t_max, cross_kt.data_ptr(), cross_v.data_ptr(), mask.data_ptr(), s_max, self.eps,
+            self.out.data_ptr(), self.scratch.data_ptr(), self.threads, self.threads,
+        )  # fmt: skip
+        if status == 2:
+            raise IndexError(f"token id out of range [0, {vocab}) in the native decoder")
+        if status != 0:
+            raise RuntimeError(f"native decoder failed with status {status}")
+        return self.out
+
+
+def _attention_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int]:
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    _check("q", q, (b, h, lq, d))
+    _check("k", k, (b, h, lk, d))
+    _check("v", v, (b, h, lk, d))
+    return b, h, lq, lk, d
+
+
+def attention_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q kᵀ/√d + masks) v per (batch, head) pair (``sample_kernels.c``, ``hyperr1_attention_forward``):
+    ``q`` (B, H, Lq, d), ``k``, ``v`` (B, H, Lk, d) contiguous float32 on the CPU; ``mask`` (B, Lk) bool (True:
+    attend) or None; ``causal``: query i attends keys j ≤ i. Returns the output (B, H, Lq, d) and the
+    attention probabilities (B, H, Lq, Lk), which :func:`attention_backward` takes."""
+    b, h, lq, lk, d = _attention_shapes(q, k, v)
+    if mask is not None and (mask.shape != (b, lk) or mask.dtype != torch.bool or not mask.is_contiguous()):
+        raise ValueError(f"native attention: need a contiguous (B, Lk) = {(b, lk)} bool mask")
+    threads = max(1, torch.get_num_threads())
+    o, p = torch.empty(b, h, lq, d), torch.empty(b, h, lq, lk)
+    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk))
+    status = sample_library().hyperr1_attention_forward(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), b, h, lq, lk, d,
+        int(causal), d**-0.5, o.data_ptr(), p.data_ptr(), scratch.data_ptr(), threads, threads,
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"native attention forward failed with status {status}")
+    return o, p
+
+
+def attention_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, p: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂L/∂q, ∂L/∂k, ∂L/∂v) of :func:`attention_forward` for the upstream gradient ``grad`` (B, H, Lq, d),
+    from its output ``o`` and probabilities ``p``."""
+    b, h, lq, lk, d = _attention_shapes(q, k, v)
+    _check("o", o, (b, h, lq, d))
+    _check("p", p, (b, h, lq, lk))
+    _check("grad", grad, (b, h, lq, d))
+    threads = max(1, torch.get_num_threads())
+    gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk))
+    status = sample_library().hyperr1_attention_backward(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr(), grad.data_ptr(), b, h, lq, lk, d,
+        d**-0.5, gq.data_ptr(), gk.data_ptr(), gv.data_ptr(), scratch.data_ptr(), threads, threads,
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"native attention backward failed with status {status}")
+    return gq, gk, gv

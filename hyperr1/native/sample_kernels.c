@@ -1,4 +1,10 @@
-/* One draw per row of a (N, V) float32 logit matrix, the inner step of the KV-cache sampler.
+/* The C kernels of decoding (hyperr1.native, hyperr1.decoding), float32 on the CPU, in four parts:
+ * the draw of a sampling step (hyperr1_sample_rows), the attention of one query row per sample
+ * (hyperr1_attend) and teacher forcing's log-probabilities (hyperr1_token_logprobs); the whole decoder
+ * stack of a sampling step (hyperr1_decoder_step); and the attention of whole sequences with its
+ * backward (hyperr1_attention_forward / _backward). Each part's formulas head its section.
+ *
+ * One draw per row of a (N, V) float32 logit matrix, the inner step of the KV-cache sampler.
  *
  * For row x (logits already divided by the temperature) the eager sampler spends four passes and
  * four N×V buffers on log_softmax, exp, cumsum and searchsorted. Here, per row:
@@ -152,11 +158,13 @@ int hyperr1_sample_rows(const float *logits, int64_t n, int64_t v, const float *
 #define SCORE_BLOCK 16
 
 /* One (b, h) pair: its G queries against its keys. Inlined into hyperr1_attend once per head width in
- * ATTEND_WIDTHS (8, 12, 16, 32, 64) with d a constant, so that the loops over d unroll and stay in registers. */
+ * ATTEND_WIDTHS (8, 12, 16, 32, 64) with d a constant, so that the loops over d unroll and stay in registers.
+ * With p (not NULL) it also writes query g's probabilities P_gj (j < len) at p + g · p_stride, NaN for a
+ * query with no key. */
 static inline __attribute__((always_inline)) void attend_pair(
     const float *restrict qb, int64_t q_stride, const float *restrict kb, const float *restrict vb,
     const uint8_t *mb, int64_t g, int64_t h, const int64_t d, int64_t len, int64_t len_max, float scale,
-    float *restrict ob, float *restrict s) {
+    float *restrict ob, float *restrict s, float *restrict p, int64_t p_stride) {
     for (int64_t gi = 0; gi < g; ++gi) {
         const float *restrict qr = qb + gi * q_stride;
         float *restrict o = ob + gi * h * d;
@@ -189,6 +197,8 @@ static inline __attribute__((always_inline)) void attend_pair(
         for (int64_t j = 0; j < len; ++j) m = s[j] > m ? s[j] : m;
         if (m == -INFINITY) {
             for (int64_t c = 0; c < d; ++c) o[c] = NAN;
+            if (p)
+                for (int64_t j = 0; j < len; ++j) p[gi * p_stride + j] = NAN;
             continue;
         }
         float z = 0.0f;
@@ -198,6 +208,10 @@ static inline __attribute__((always_inline)) void attend_pair(
             z += s[j];
         }
         const float inv = 1.0f / z;
+        if (p) {
+#pragma omp simd
+            for (int64_t j = 0; j < len; ++j) p[gi * p_stride + j] = s[j] * inv;
+        }
         float acc[d > 0 && d <= 64 ? d : 1];
         if (d <= 64) {
             for (int64_t c = 0; c < d; ++c) acc[c] = 0.0f;
@@ -218,8 +232,20 @@ static inline __attribute__((always_inline)) void attend_pair(
     }
 }
 
+/* CALL(width) with the usual head widths (ATTEND_WIDTHS: 8, 12, 16, 32, 64) as constants, so that the
+ * loops over a head's components unroll and stay in registers; other widths at run time. */
+#define WITH_CONSTANT_WIDTH(d, CALL) \
+    switch (d) {                     \
+        case 8: CALL(8); break;      \
+        case 12: CALL(12); break;    \
+        case 16: CALL(16); break;    \
+        case 32: CALL(32); break;    \
+        case 64: CALL(64); break;    \
+        default: CALL(d);            \
+    }
+
 #define ATTEND_PAIR(D) \
-    attend_pair(qb, q_stride, kb, vb, mb, g, h, (D), len, len_max, scale, ob, s)
+    attend_pair(qb, q_stride, kb, vb, mb, g, h, (D), len, len_max, scale, ob, s, NULL, 0)
 
 int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const float *v, const uint8_t *mask,
                    int64_t b, int64_t g, int64_t h, int64_t d, int64_t len, int64_t len_max, float scale,
@@ -235,14 +261,7 @@ int hyperr1_attend(const float *q, int64_t q_stride, const float *kt, const floa
         const uint8_t *mb = mask ? mask + bi * len_max : NULL;
         float *ob = out + (bi * g * h + hi) * d;
         float *s = scratch + (int64_t)omp_get_thread_num() * len;
-        switch (d) { /* ATTEND_WIDTHS: the usual head widths get d as a constant */
-            case 8: ATTEND_PAIR(8); break;
-            case 12: ATTEND_PAIR(12); break;
-            case 16: ATTEND_PAIR(16); break;
-            case 32: ATTEND_PAIR(32); break;
-            case 64: ATTEND_PAIR(64); break;
-            default: ATTEND_PAIR(d);
-        }
+        WITH_CONSTANT_WIDTH(d, ATTEND_PAIR)
     }
     return 0;
 }
@@ -294,4 +313,333 @@ int hyperr1_token_logprobs(const float *logits, const int64_t *tokens, int64_t n
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1) reduction(| : status)
     for (int64_t r = 0; r < n; ++r) status |= token_logprob_row(logits + r * v, v, tokens[r], p + r * v, logp + r, ent + r);
     return status;
+}
+
+/* One decoding step of the whole BART decoder stack for one token per row (hyperr1.native.DecoderStep).
+ *
+ * hyperr1.decoding.decode with a cache and native attention runs a step as ~30 PyTorch ops per layer
+ * (linear layers, layer norms, GELU, cache writes), each a few µs of dispatch on tensors of
+ * N × 48 floats; here every row goes through every layer in one call. For row r (prompt b = r / G),
+ * token y and position t, with LN the layer norm over D features (biased variance, ε):
+ *
+ *   x = LN_emb(s · E[y] + P[t])
+ *   per layer:  [q; k; v] = W_qkv x + b_qkv,  K[t] ← k, V[t] ← v
+ *               x = LN_1(x + W_o · attn(q; K[0..t], V[0..t]) + b_o)
+ *               x = LN_2(x + W_co · attn(W_cq x + b_cq; prompt b's keys and values, its mask) + b_co)
+ *               x = LN_3(x + W_2 · gelu(W_1 x + b_1) + b_2)
+ *
+ * with attn of attend_pair (one query per head) and gelu below. Weights come packed in one buffer, per
+ * layer, the matrices transposed to (in, out):
+ *
+ *   W_qkvᵀ (D, 3D), b_qkv (3D), W_oᵀ (D, D), b_o, γ_1, β_1, W_cqᵀ (D, D), b_cq, W_coᵀ (D, D), b_co,
+ *   γ_2, β_2, W_1ᵀ (D, F), b_1 (F), W_2ᵀ (F, D), b_2, γ_3, β_3                     (layer_floats each)
+ *
+ * Rows go through the layers in blocks of ROWS: a product is then a small matrix product whose ROWS × 16
+ * accumulators stay in registers while the weights stream past once per block (one row at a time, a
+ * product at width 48 was bound by its loop overhead: 5 µs per row and step). Caches (float32,
+ * contiguous): self keys transposed (L, N, H, d, T_max) and values (L, N, H, T_max, d); prompt keys
+ * transposed (L, B, H, d, S_max) and values (L, B, H, S_max, d), mask (B, S_max) bytes; T_max and S_max
+ * multiples of SCORE_BLOCK. Blocks are split over threads (static schedule: each row is computed by one
+ * thread in the same order, so the result does not depend on the thread count). scratch holds
+ * decoder_scratch(D, F, T_max, S_max) floats per thread. Returns 0, 1 on bad sizes, 2 for a token
+ * outside [0, vocab). */
+#define ROWS 8
+
+static int64_t layer_floats(int64_t d, int64_t f) { return 6 * d * d + 13 * d + 2 * d * f + f; }
+
+int64_t hyperr1_decoder_scratch(int64_t d, int64_t f, int64_t t_max, int64_t s_max) {
+    return ROWS * (6 * d + f) + (t_max > s_max ? t_max : s_max);
+}
+
+/* y (rows, out) = x (rows, in) · wt (in, out) + b for rows ≤ ROWS, all row-major and contiguous: per block of
+ * 16 outputs, rows × 16 sums in registers over the `in` inputs (rows a constant once inlined). */
+static inline __attribute__((always_inline)) void linear_rows(const float *restrict x, int64_t rows, int64_t in,
+                                                               const float *restrict wt, const float *restrict b,
+                                                               int64_t out, float *restrict y) {
+    for (int64_t o0 = 0; o0 < out; o0 += 16) {
+        const int64_t w = out - o0 < 16 ? out - o0 : 16;
+        float acc[ROWS][16];
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < 16; ++j) acc[r][j] = j < w ? b[o0 + j] : 0.0f;
+        if (w == 16) {
+            for (int64_t i = 0; i < in; ++i) {
+                const float *restrict wi = wt + i * out + o0;
+                for (int64_t r = 0; r < rows; ++r) {
+                    const float xi = x[r * in + i];
+#pragma omp simd
+                    for (int64_t j = 0; j < 16; ++j) acc[r][j] += xi * wi[j];
+                }
+            }
+        } else { /* the last, partial block of outputs */
+            for (int64_t i = 0; i < in; ++i) {
+                const float *restrict wi = wt + i * out + o0;
+                for (int64_t r = 0; r < rows; ++r) {
+                    const float xi = x[r * in + i];
+                    for (int64_t j = 0; j < w; ++j) acc[r][j] += xi * wi[j];
+                }
+            }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < w; ++j) y[r * out + o0 + j] = acc[r][j];
+    }
+}
+
+static void linear_block(const float *x, int64_t rows, int64_t in, const float *wt, const float *b, int64_t out,
+                         float *y) {
+    if (rows == ROWS)
+        linear_rows(x, ROWS, in, wt, b, out, y);
+    else
+        linear_rows(x, rows, in, wt, b, out, y);
+}
+
+/* x ← LN(x + r) = γ (u − mean u) / √(var u + ε) + β with u = x + r (r may be NULL), over d features. */
+static inline void add_layer_norm(float *restrict x, const float *restrict r, int64_t d, const float *restrict gamma,
+                                  const float *restrict beta, float eps) {
+    if (r) {
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) x[c] += r[c];
+    }
+    float mean = 0.0f;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t c = 0; c < d; ++c) mean += x[c];
+    mean /= (float)d;
+    float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+    for (int64_t c = 0; c < d; ++c) var += (x[c] - mean) * (x[c] - mean);
+    const float inv = 1.0f / sqrtf(var / (float)d + eps);
+#pragma omp simd
+    for (int64_t c = 0; c < d; ++c) x[c] = (x[c] - mean) * inv * gamma[c] + beta[c];
+}
+
+/* gelu(u) = u (1 + erf(u/√2)) / 2 through erfc(z), z = |u|/√2, by the Chebyshev fit of Numerical Recipes
+ * (§6.2, erfcc: fractional error below 1.2e-7 for every z ≥ 0) with the vectorised exp of exp_le0:
+ *
+ *   erfc(z) = τ · exp(−z² − 1.26551223 + τ P(τ)),   τ = 1 / (1 + z/2),
+ *   gelu(u) = u − u · erfc(z)/2  (u ≥ 0),   u · erfc(z)/2  (u < 0)
+ *
+ * so that the negative side, where 1 + erf is small, keeps its relative precision (glibc's erff is a
+ * scalar call per element). */
+static inline float gelu(float u) {
+    const float z = fabsf(u) * 0.70710678f, t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    const float half_erfc = 0.5f * t * exp_le0(-z * z - 1.26551223f + t * p);
+    return u >= 0.0f ? u - u * half_erfc : u * half_erfc;
+}
+
+/* One query of width d against len keys. */
+static void attend_one(const float *q, const float *kb, const float *vb, const uint8_t *mb, int64_t d, int64_t len,
+                       int64_t len_max, float scale, float *o, float *s) {
+#define ATTEND_ONE(D) attend_pair(q, (D), kb, vb, mb, 1, 1, (D), len, len_max, scale, o, s, NULL, 0)
+    WITH_CONSTANT_WIDTH(d, ATTEND_ONE)
+#undef ATTEND_ONE
+}
+
+/* Rows r0 .. r0 + rows − 1 (their embedded tokens in x) through every layer; x (rows, D) holds the output. */
+static void decoder_block(const float *restrict weights, int64_t layers, int64_t d, int64_t f, int64_t h,
+                          const float *restrict ln_emb, int64_t r0, int64_t rows, int64_t n, int64_t g,
+                          float *self_kt, float *self_v, int64_t t, int64_t t_max, const float *cross_kt,
+                          const float *cross_v, const uint8_t *mask, int64_t s_max, float eps, float *restrict x,
+                          float *restrict scratch) {
+    const int64_t dh = d / h, b = n / g;
+    const float scale = 1.0f / sqrtf((float)dh);
+    float *qkv = scratch, *a = qkv + ROWS * 3 * d, *y = a + ROWS * d, *hid = y + ROWS * d, *s = hid + ROWS * f;
+    for (int64_t r = 0; r < rows; ++r) add_layer_norm(x + r * d, NULL, d, ln_emb, ln_emb + d, eps);
+    for (int64_t l = 0; l < layers; ++l) {
+        const float *w = weights + l * layer_floats(d, f);
+        const float *w_qkv = w, *b_qkv = w_qkv + 3 * d * d, *w_o = b_qkv + 3 * d, *b_o = w_o + d * d;
+        const float *ln1 = b_o + d, *w_cq = ln1 + 2 * d, *b_cq = w_cq + d * d, *w_co = b_cq + d;
+        const float *b_co = w_co + d * d, *ln2 = b_co + d, *w_1 = ln2 + 2 * d, *b_1 = w_1 + d * f;
+        const float *w_2 = b_1 + f, *b_2 = w_2 + f * d, *ln3 = b_2 + d;
+        /* self-attention: this position's key and value into the cache, then attend over positions 0..t */
+        linear_block(x, rows, d, w_qkv, b_qkv, 3 * d, qkv);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *qr = qkv + r * 3 * d;
+            for (int64_t hi = 0; hi < h; ++hi) {
+                const int64_t row = (l * n + r0 + r) * h + hi;
+                float *kt = self_kt + row * dh * t_max, *v = self_v + row * t_max * dh;
+                for (int64_t c = 0; c < dh; ++c) {
+                    kt[c * t_max + t] = qr[d + hi * dh + c];
+                    v[t * dh + c] = qr[2 * d + hi * dh + c];
+                }
+                attend_one(qr + hi * dh, kt, v, NULL, dh, t + 1, t_max, scale, a + r * d + hi * dh, s);
+            }
+        }
+        linear_block(a, rows, d, w_o, b_o, d, y);
+        for (int64_t r = 0; r < rows; ++r) add_layer_norm(x + r * d, y + r * d, d, ln1, ln1 + d, eps);
+        /* cross-attention against the keys and values of each row's prompt */
+        linear_block(x, rows, d, w_cq, b_cq, d, qkv);
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t bi = (r0 + r) / g;
+            for (int64_t hi = 0; hi < h; ++hi) {
+                const int64_t row = (l * b + bi) * h + hi;
+                attend_one(qkv + r * d + hi * dh, cross_kt + row * dh * s_max, cross_v + row * s_max * dh,
+                           mask + bi * s_max, dh, s_max, s_max, scale, a + r * d + hi * dh, s);
+            }
+        }
+        linear_block(a, rows, d, w_co, b_co, d, y);
+        for (int64_t r = 0; r < rows; ++r) add_layer_norm(x + r * d, y + r * d, d, ln2, ln2 + d, eps);
+        /* MLP */
+        linear_block(x, rows, d, w_1, b_1, f, hid);
+#pragma omp simd
+        for (int64_t j = 0; j < rows * f; ++j) hid[j] = gelu(hid[j]);
+        linear_block(hid, rows, f, w_2, b_2, d, y);
+        for (int64_t r = 0; r < rows; ++r) add_layer_norm(x + r * d, y + r * d, d, ln3, ln3 + d, eps);
+    }
+}
+
+int hyperr1_decoder_step(const float *weights, int64_t layers, int64_t d, int64_t f, int64_t h,
+                         const float *embed, int64_t vocab, float embed_scale, const float *pos, const float *ln_emb,
+                         const int64_t *tokens, int64_t n, int64_t g, float *self_kt, float *self_v, int64_t t,
+                         int64_t t_max, const float *cross_kt, const float *cross_v, const uint8_t *mask,
+                         int64_t s_max, float eps, float *out, float *scratch, int64_t scratch_rows, int threads) {
+    if (layers < 1 || d < 1 || f < 1 || h < 1 || d % h || g < 1 || n % g || t < 0 || t >= t_max) return 1;
+    if (t_max % SCORE_BLOCK || s_max < 1 || s_max % SCORE_BLOCK) return 1;
+    for (int64_t r = 0; r < n; ++r)
+        if (tokens[r] < 0 || tokens[r] >= vocab) return 2;
+    const int64_t blocks = (n + ROWS - 1) / ROWS;
+    const int64_t tc = thread_count(n * layers * layer_floats(d, f), blocks, threads);
+    if (tc > scratch_rows) return 1;
+    const int64_t stride = hyperr1_decoder_scratch(d, f, t_max, s_max);
+#pragma omp parallel for schedule(static) num_threads((int)tc) if (tc > 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t r0 = blk * ROWS, rows = n - r0 < ROWS ? n - r0 : ROWS;
+        float *x = out + r0 * d; /* the block's states are computed in place in the output */
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *e = embed + tokens[r0 + r] * d;
+#pragma omp simd
+            for (int64_t c = 0; c < d; ++c) x[r * d + c] = embed_scale * e[c] + pos[c];
+        }
+        decoder_block(weights, layers, d, f, h, ln_emb, r0, rows, n, g, self_kt, self_v, t, t_max, cross_kt, cross_v,
+                      mask, s_max, eps, x, scratch + (int64_t)omp_get_thread_num() * stride);
+    }
+    return 0;
+}
+
+/* Attention of whole sequences with its backward, for teacher forcing (hyperr1.decoding.attention).
+ *
+ * Per (b, h) pair, queries q_i (i < Lq), keys k_j and values v_j (j < Lk), width d, scale σ = 1/√d:
+ *
+ *   s_ij = σ ⟨q_i, k_j⟩ (−∞ where key j is masked, or j > i when causal),  P_i = softmax(s_i),  o_i = Σ_j P_ij v_j
+ *
+ * and backward, for the upstream gradient g_i = ∂L/∂o_i, with δ_i = ⟨g_i, o_i⟩ = Σ_j P_ij ⟨g_i, v_j⟩:
+ *
+ *   ∂L/∂v_j = Σ_i P_ij g_i,   ∂L/∂s_ij = P_ij (⟨g_i, v_j⟩ − δ_i),
+ *   ∂L/∂q_i = σ Σ_j ∂L/∂s_ij k_j,   ∂L/∂k_j = σ Σ_i ∂L/∂s_ij q_i
+ *
+ * which is scaled_dot_product_attention's math. At the sizes of this package (L ≤ ~128, d ≤ 64) PyTorch's
+ * flash-attention CPU kernel spends most of its 0.2 ms forward and 0.6 ms backward per call outside the
+ * arithmetic; here forward keeps P (B, H, Lq, Lk) for backward. Layouts (float32, contiguous): q, o, g,
+ * ∂q (B, H, Lq, d); k, v, ∂k, ∂v (B, H, Lk, d); p (B, H, Lq, Lk); mask (B, Lk) bytes or NULL. A query row
+ * with no key to attend gets NaN, as in scaled_dot_product_attention. Pairs are split over threads
+ * (static schedule: each pair computed by one thread, whatever their number). scratch holds
+ * hyperr1_attention_scratch(d, Lk) floats per thread. Returns 0, or 1 on bad sizes. */
+int64_t hyperr1_attention_scratch(int64_t d, int64_t lk) {
+    return (2 * d + 1) * ((lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK);
+}
+
+/* Keys transposed and padded with zeros to (d, lk_pad), lk_pad = lk rounded up to SCORE_BLOCK: attend_pair's layout. */
+static inline void transpose_keys(const float *restrict k, int64_t lk, int64_t d, int64_t lk_pad, float *restrict kt) {
+    for (int64_t c = 0; c < d; ++c) {
+        for (int64_t j = 0; j < lk; ++j) kt[c * lk_pad + j] = k[j * d + c];
+        for (int64_t j = lk; j < lk_pad; ++j) kt[c * lk_pad + j] = 0.0f;
+    }
+}
+
+/* One (b, h) pair through attend_pair: all Lq queries at once, or query by query (len = i + 1) when causal. */
+static inline __attribute__((always_inline)) void attention_pair(
+    const float *restrict q, const float *restrict k, const float *restrict v, const uint8_t *mb, int64_t lq,
+    int64_t lk, const int64_t d, int causal, float scale, float *restrict o, float *restrict p,
+    float *restrict scratch) {
+    const int64_t lk_pad = (lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK;
+    float *kt = scratch, *s = scratch + d * lk_pad;
+    transpose_keys(k, lk, d, lk_pad, kt);
+    if (!causal) {
+        attend_pair(q, d, kt, v, mb, lq, 1, d, lk, lk_pad, scale, o, s, p, lk);
+        return;
+    }
+    for (int64_t i = 0; i < lq; ++i) {
+        const int64_t len = i + 1 < lk ? i + 1 : lk;
+        attend_pair(q + i * d, d, kt, v, mb, 1, 1, d, len, lk_pad, scale, o + i * d, s, p + i * lk, lk);
+        for (int64_t j = len; j < lk; ++j) p[i * lk + j] = 0.0f;
+    }
+}
+
+#define ATTENTION_PAIR(D) \
+    attention_pair(q + bh * lq * (D), k + bh * lk * (D), v + bh * lk * (D), mb, lq, lk, (D), causal, scale, \
+                   o + bh * lq * (D), p + bh * lq * lk, sc)
+
+int hyperr1_attention_forward(const float *q, const float *k, const float *v, const uint8_t *mask, int64_t b,
+                              int64_t h, int64_t lq, int64_t lk, int64_t d, int causal, float scale, float *o,
+                              float *p, float *scratch, int64_t scratch_rows, int threads) {
+    if (b < 0 || h < 1 || lq < 1 || lk < 1 || d < 1) return 1;
+    const int64_t t = thread_count(b * h * lq * lk * d, b * h, threads);
+    if (t > scratch_rows) return 1;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
+    for (int64_t bh = 0; bh < b * h; ++bh) {
+        const uint8_t *mb = mask ? mask + (bh / h) * lk : NULL;
+        float *sc = scratch + (int64_t)omp_get_thread_num() * hyperr1_attention_scratch(d, lk);
+        WITH_CONSTANT_WIDTH(d, ATTENTION_PAIR)
+    }
+    return 0;
+}
+
+static inline __attribute__((always_inline)) void attention_pair_backward(
+    const float *restrict q, const float *restrict k, const float *restrict v, const float *restrict o,
+    const float *restrict p, const float *restrict g, int64_t lq, int64_t lk, const int64_t d, float scale,
+    float *restrict gq, float *restrict gk, float *restrict gv, float *restrict vt, float *restrict ds) {
+    for (int64_t j = 0; j < lk; ++j)
+        for (int64_t c = 0; c < d; ++c) vt[c * lk + j] = v[j * d + c];
+    for (int64_t x = 0; x < lk * d; ++x) gk[x] = gv[x] = 0.0f;
+    for (int64_t i = 0; i < lq; ++i) {
+        const float *restrict pi = p + i * lk, *restrict gi = g + i * d, *restrict qi = q + i * d;
+        float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
+        for (int64_t c = 0; c < d; ++c) delta += gi[c] * o[i * d + c];
+        for (int64_t j = 0; j < lk; ++j) ds[j] = 0.0f;
+        for (int64_t c = 0; c < d; ++c) { /* ds_j = ⟨g_i, v_j⟩ */
+            const float gc = gi[c];
+#pragma omp simd
+            for (int64_t j = 0; j < lk; ++j) ds[j] += gc * vt[c * lk + j];
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < lk; ++j) ds[j] = pi[j] * (ds[j] - delta) * scale; /* σ ∂L/∂s_ij */
+        float *restrict gqi = gq + i * d;
+        for (int64_t c = 0; c < d; ++c) gqi[c] = 0.0f;
+        for (int64_t j = 0; j < lk; ++j) {
+            const float sj = ds[j], pj = pi[j];
+#pragma omp simd
+            for (int64_t c = 0; c < d; ++c) {
+                gqi[c] += sj * k[j * d + c];
+                gk[j * d + c] += sj * qi[c];
+                gv[j * d + c] += pj * gi[c];
+            }
+        }
+    }
+}
+
+#define ATTENTION_PAIR_BACKWARD(D)                                                                              \
+    attention_pair_backward(q + bh * lq * (D), k + bh * lk * (D), v + bh * lk * (D), o + bh * lq * (D),            \
+                            p + bh * lq * lk, g + bh * lq * (D), lq, lk, (D), scale, gq + bh * lq * (D),           \
+                            gk + bh * lk * (D), gv + bh * lk * (D), sc, sc + (D) * lk)
+
+int hyperr1_attention_backward(const float *q, const float *k, const float *v, const float *o, const float *p,
+                               const float *g, int64_t b, int64_t h, int64_t lq, int64_t lk, int64_t d, float scale,
+                               float *gq, float *gk, float *gv, float *scratch, int64_t scratch_rows, int threads) {
+    if (b < 0 || h < 1 || lq < 1 || lk < 1 || d < 1) return 1;
+    const int64_t t = thread_count(b * h * lq * lk * d, b * h, threads);
+    if (t > scratch_rows) return 1;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
+    for (int64_t bh = 0; bh < b * h; ++bh) {
+        float *sc = scratch + (int64_t)omp_get_thread_num() * hyperr1_attention_scratch(d, lk);
+        WITH_CONSTANT_WIDTH(d, ATTENTION_PAIR_BACKWARD)
+    }
+    return 0;
 }
