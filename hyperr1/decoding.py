@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from hyperr1 import native
+from hyperr1 import geometry, native
 from hyperr1.native.dispatch import DistanceLogits
 
 if TYPE_CHECKING:  # the model module imports this one
@@ -340,7 +340,9 @@ class TokenLogProbs(torch.autograd.Function):
         log π_y = z_y − ℓ,      H = −Σ_v p_v log p_v = ℓ − Σ_v p_v z_v,      ∂ log π_y / ∂z = 1_y − p
 
     Forward keeps p (the one N·T·V buffer) for backward, which is one multiply and a scatter-add of
-    the incoming gradient at y; the entropy is a metric and gets no gradient. On float32 CPU logits
+    the incoming gradient at y (on float32 CPU tensors one C pass per row,
+    :func:`hyperr1.native.token_logprobs_backward`: 1.28 ms of PyTorch's broadcast multiply alone on the
+    question-only GRPO step's 1,024 × 1,255 logits); the entropy is a metric and gets no gradient. On float32 CPU logits
     forward is the C kernel :func:`hyperr1.native.token_logprobs` (two passes per row, in L1),
     elsewhere PyTorch ops (logsumexp, exp, gather, a dot product: five passes, two fresh N·T·V
     buffers); both give the same values to float32 rounding (``tests/test_model.py``). On the
@@ -366,6 +368,10 @@ class TokenLogProbs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_logp: torch.Tensor, _grad_entropy):
         p, tokens = ctx.saved_tensors
+        if native.supports(p) and native.sample_available():  # one C pass per row
+            v = p.shape[-1]
+            g = grad_logp.reshape(-1).contiguous()
+            return native.token_logprobs_backward(p.reshape(-1, v), tokens.reshape(-1), g).view(p.shape), None, None
         g = grad_logp.unsqueeze(-1)  # (N, T, 1)
         grad = (p * -g).scatter_add_(-1, tokens.unsqueeze(-1), g)  # (1_y − p) · g
         return grad, None, None
@@ -540,6 +546,35 @@ def native_decoder(
     )  # fmt: skip
 
 
+def native_head(model: HyperR1ForConditionalGeneration, rows: int, temperature: float) -> native.HeadDraw | None:
+    """The head and the draw of a sampling step as one C call (:class:`hyperr1.native.HeadDraw`) for
+    ``rows`` rows at ``temperature``, or None where it does not apply: a squared-distance head, or a
+    projection without clipping or whose clipped points can reach the ball's float margin (√c·r ≥ 3,
+    where :func:`hyperr1.geometry.clipped_expmap0` projects). Same logits as ``model.logits`` to float
+    rounding, the same draw as :func:`hyperr1.native.sample_rows`."""
+    head, proj = model.head, model.projection
+    if model.config.head == "euclidean":
+        return native.HeadDraw(
+            projection=proj.weight.detach(), projection_bias=_bias(proj.bias, proj.out_features),
+            factor=head.weight.detach().t().contiguous(), bias=_bias(head.bias, head.out_features), poincare=False,
+            temperature=temperature, rows=rows,
+        )  # fmt: skip
+    y = head.prototypes.detach()
+    c = geometry.as_curvature(head.ball.c, y).detach()
+    if head.squared or proj.clip_r is None or float(c.sqrt()) * proj.clip_r >= 3.0:
+        return None
+    return native.HeadDraw(
+        projection=proj.linear.weight.detach(), projection_bias=_bias(proj.linear.bias, y.shape[1]),
+        factor=geometry.right_factor(y, c=c).T.contiguous(), bias=_bias(head.bias, y.shape[0]), poincare=True,
+        c=float(c), clip_r=proj.clip_r, alpha=float(-head.log_scale.detach().exp() / c.sqrt()),
+        temperature=temperature, rows=rows,
+    )  # fmt: skip
+
+
+def _bias(bias: torch.Tensor | None, size: int) -> torch.Tensor:
+    return torch.zeros(size) if bias is None else bias.detach().contiguous()
+
+
 def _draw(
     model, input_ids, attention_mask, num_samples, max_new_tokens, greedy, temperature, top_k, top_p, generator, kernel
 ):
@@ -567,7 +602,17 @@ def _draw(
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+    head_draw = native_head(model, n, 1.0 if greedy else temperature) if step is not None and use_native else None
     for t in range(max_new_tokens):
+        if head_draw is not None:  # decoder stack, then head, draw and bookkeeping: two C calls a step
+            u = None if greedy else torch.rand(n, 1, generator=generator, dtype=torch.float32).squeeze(1)
+            hidden = step(last.view(n), t)  # (N, D)
+            finished = head_draw(hidden, u, done, tokens, logprobs, mask, t, pad=cfg.pad_token_id, eos=cfg.eos_token_id)
+            if finished == n:
+                tokens, logprobs, mask = tokens[:, : t + 1], logprobs[:, : t + 1], mask[:, : t + 1]
+                break
+            last = head_draw.next
+            continue
         if step is not None:  # the whole decoder stack in one C call
             logits = head(step(last.view(n), t))  # (N, V)
         else:

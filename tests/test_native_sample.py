@@ -319,3 +319,62 @@ def test_the_lean_encoder_is_the_hugging_face_encoder(head):
         ref = model.encode(ids, mask)
         for kernel in ("native", "eager"):
             torch.testing.assert_close(encode(model, ids, mask, kernel), ref, rtol=1e-5, atol=2e-6)
+
+
+# ---------------------------------------------------------------- the fused head and draw
+
+
+@pytest.mark.parametrize("head", ["poincare", "euclidean"])
+@pytest.mark.parametrize("greedy, temperature", [(False, 1.0), (False, 0.7), (True, 1.0)])
+def test_the_fused_head_draws_what_the_head_and_sample_rows_draw(head, greedy, temperature):
+    from hyperr1 import decoding
+
+    model = tiny(head)
+    with torch.no_grad():  # spread the prototypes so that the logits are not flat
+        if head == "poincare":
+            model.head.prototypes.copy_(model.head.ball.projx(torch.randn_like(model.head.prototypes) * 0.5))
+    n, steps = 10, 4
+    gen = torch.Generator().manual_seed(4)
+    hidden = torch.randn(steps, n, model.config.d_model, generator=gen)
+    u = torch.rand(steps, n, generator=gen)
+    fused = decoding.native_head(model, n, temperature)
+    tokens = torch.zeros(n, steps, dtype=torch.int64)
+    logprobs, mask = torch.zeros(n, steps), torch.zeros(n, steps, dtype=torch.bool)
+    done = torch.zeros(n, dtype=torch.bool)
+    done[3] = True  # a row that finished before: pad, log p 0, mask 0
+    eos, pad = 2, 0
+    ref_done = done.clone()
+    with torch.inference_mode():
+        for t in range(steps):
+            logits = model.logits(hidden[t]) / (1.0 if greedy else temperature)
+            want_tok, want_logp = native.sample_rows(logits, None if greedy else u[t])
+            want_tok = want_tok.masked_fill(ref_done, pad)
+            finished = fused(hidden[t], None if greedy else u[t], done, tokens, logprobs, mask, t, pad=pad, eos=eos)
+            assert torch.equal(tokens[:, t], want_tok) and torch.equal(fused.next, want_tok)
+            torch.testing.assert_close(logprobs[:, t], want_logp.masked_fill(ref_done, 0.0), rtol=1e-5, atol=2e-5)
+            assert torch.equal(mask[:, t], ~ref_done)
+            ref_done |= want_tok == eos
+            assert torch.equal(done, ref_done) and finished == int(ref_done.sum())
+
+
+def test_heads_the_fused_draw_does_not_implement_keep_the_per_op_path():
+    from hyperr1 import decoding
+
+    assert decoding.native_head(tiny("poincare", clip_r=None), 4, 1.0) is None  # exp₀ without clipping
+    assert decoding.native_head(tiny("poincare", clip_r=5.0), 4, 1.0) is None  # can reach the float margin
+    assert decoding.native_head(tiny("poincare"), 4, 1.0) is not None
+    ids, mask = prompts()
+    model = tiny("poincare", clip_r=None)
+    outs = [sample(model, ids, mask, num_samples=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0),
+                   kernel=kernel) for kernel in ("native", "eager")]  # fmt: skip
+    assert torch.equal(outs[0].tokens, outs[1].tokens)
+    with pytest.raises(ValueError, match="temperature"):
+        decoding.native_head(tiny("euclidean"), 4, 0.0)
+
+
+def test_native_token_logprobs_backward_refuses_what_it_cannot_read():
+    p = torch.full((3, 5), 0.2)
+    with pytest.raises(ValueError, match="token ids"):
+        native.token_logprobs_backward(p, torch.zeros(3, dtype=torch.int32), torch.ones(3))
+    with pytest.raises(ValueError, match="grad"):
+        native.token_logprobs_backward(p, torch.zeros(3, dtype=torch.int64), torch.ones(4))

@@ -48,6 +48,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -59,6 +60,7 @@ import torch
 
 __all__ = [
     "SOURCE",
+    "VECTOR_MATH",
     "EMBED_FLAGS",
     "FLAGS",
     "NativeUnavailable",
@@ -77,13 +79,17 @@ __all__ = [
     "sample_rows",
     "attend",
     "token_logprobs",
+    "token_logprobs_backward",
     "DecoderStep",
     "attention_forward",
     "attention_backward",
+    "HeadDraw",
 ]
 
 SOURCE = Path(__file__).with_name("distance_kernels.c")
 """The C source of the kernels, shipped inside the package."""
+VECTOR_MATH = Path(__file__).with_name("vector_math.h")
+"""The vectorisable exp and log that the C sources include (the log polynomial of :mod:`fit_log_poly`)."""
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 FLAGS = (
     "-O3", "-march=native", *(("-mprefer-vector-width=512",) if _X86 else ()), "-fno-math-errno",
@@ -186,7 +192,9 @@ def library(dim: int = 16) -> ctypes.CDLL:
 
 def _load(source: Path, flags: tuple[str, ...], stem: str) -> ctypes.CDLL:
     """Build ``source`` with ``flags`` into the cache (once per source, compiler, flags and CPU) and load it."""
-    key = "\n".join([source.read_text(), shlex.join(_compiler()), _compiler_version(), " ".join(flags), _cpu_flags()])
+    headers = [h.read_text() for h in sorted(source.parent.glob("*.h"))]  # what the sources #include
+    key = "\n".join([source.read_text(), *headers, shlex.join(_compiler()), _compiler_version(), " ".join(flags),
+                     _cpu_flags()])  # fmt: skip
     target = _cache_dir() / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     if not target.exists():
         _build(target, flags, source)
@@ -385,6 +393,9 @@ def sample_library() -> ctypes.CDLL:
     # logits, tokens, n, v, p, logp, ent, threads
     lib.hyperr1_token_logprobs.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ctypes.c_int]
     lib.hyperr1_token_logprobs.restype = ctypes.c_int
+    # p, tokens, g, n, v, grad, threads
+    lib.hyperr1_token_logprobs_backward.argtypes = [ptr, ptr, ptr, i64, i64, ptr, ctypes.c_int]
+    lib.hyperr1_token_logprobs_backward.restype = ctypes.c_int
     # weights, layers, d, f, h, embed, vocab, embed_scale, pos, ln_emb, tokens, n, g, self_kt, self_v, t, t_max,
     # cross_kt, cross_v, mask, s_max, eps, out, scratch, scratch_rows, threads
     f32 = ctypes.c_float
@@ -401,6 +412,13 @@ def sample_library() -> ctypes.CDLL:
     # q, k, v, o, p, g, b, h, lq, lk, d, scale, gq, gk, gv, scratch, scratch_rows, threads
     lib.hyperr1_attention_backward.argtypes = [ptr] * 6 + [i64] * 5 + [f32] + [ptr] * 4 + [i64, ctypes.c_int]
     lib.hyperr1_attention_backward.restype = ctypes.c_int
+    # hidden, n, d, wpt, bp, k, poincare, c, clip_r, eps, bt, bias, alpha, v, temp, u, done, pad, eos, tokens,
+    # logp, mask, stride, next, scratch, scratch_rows, threads
+    lib.hyperr1_head_draw.argtypes = [
+        ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, f32, f32, f32, ptr, ptr, f32, i64, f32, ptr, ptr, i64, i64, ptr,
+        ptr, ptr, i64, ptr, ptr, i64, ctypes.c_int,
+    ]  # fmt: skip
+    lib.hyperr1_head_draw.restype = i64
     lib.hyperr1_attention_scratch.argtypes = [i64, i64]
     lib.hyperr1_attention_scratch.restype = i64
     return lib
@@ -631,3 +649,87 @@ def attention_backward(
     if status != 0:
         raise RuntimeError(f"native attention backward failed with status {status}")
     return gq, gk, gv
+
+
+class HeadDraw:
+    """The output head and the draw of a sampling step in C (``sample_kernels.c``, ``hyperr1_head_draw``):
+    from the decoder states (N, D), the head's projection, the Poincaré distance logits (or the Euclidean
+    ones), the tempered draw of :func:`sample_rows` and the step's bookkeeping (pad, log p 0 and mask 0
+    for finished rows), one call per step. Float32 on the CPU.
+
+    ``projection`` (k, D) and ``projection_bias`` (k,) map a state to the head's space; ``factor`` is
+    Bᵀ ((k + 2, V), :func:`hyperr1.geometry.right_factor` of the prototypes, transposed) for the Poincaré
+    head, with its curvature ``c``, clipping radius ``clip_r`` and α = −s/√c, or Uᵀ (k, V) for the
+    Euclidean one (``poincare=False``); ``bias`` (V,). Holds its scratch and the next step's tokens.
+    """
+
+    def __init__(
+        self, *, projection: torch.Tensor, projection_bias: torch.Tensor, factor: torch.Tensor, bias: torch.Tensor,
+        poincare: bool, c: float = 1.0, clip_r: float = math.inf, alpha: float = 1.0, temperature: float = 1.0,
+        rows: int,
+    ):  # fmt: skip
+        self.lib = sample_library()
+        k, d = projection.shape
+        v = bias.shape[0]
+        terms = k + 2 if poincare else k
+        if not temperature > 0 or not clip_r > 0 or not c > 0:
+            raise ValueError(f"native head: need temperature, clip_r, c > 0, got {temperature}, {clip_r}, {c}")
+        self.wpt = projection.detach().t().contiguous()  # (D, k)
+        _check("projection_bias", projection_bias, (k,))
+        _check("factor", factor, (terms, v))
+        _check("bias", bias, (v,))
+        self.tensors = (self.wpt, projection_bias, factor, bias)
+        self.shape = (rows, d, k, v)
+        self.params = (int(poincare), float(c), float(clip_r), _EPS, float(alpha), float(temperature))
+        self.threads = max(1, torch.get_num_threads())
+        self.scratch = torch.empty(self.threads, 2 * v + v // _SAMPLE_BLOCK + k + 3)
+        self.next = torch.empty(rows, dtype=torch.int64)
+
+    def __call__(
+        self, hidden: torch.Tensor, u: torch.Tensor | None, done: torch.Tensor, tokens: torch.Tensor,
+        logprobs: torch.Tensor, mask: torch.Tensor, t: int, *, pad: int, eos: int,
+    ) -> int:  # fmt: skip
+        """Draw step ``t`` for every row: writes column t of ``tokens`` (N, T) int64, ``logprobs`` (N, T)
+        float32 and ``mask`` (N, T) bool, updates ``done`` (N,) bool in place, leaves the drawn tokens in
+        :attr:`next`; ``u`` (N,) float32 uniforms, or None for the argmax. Returns how many rows are done."""
+        n, d, k, v = self.shape
+        _check("hidden", hidden, (n, d))
+        if u is not None:
+            _check("u", u, (n,))
+        if done.shape != (n,) or done.dtype != torch.bool or not done.is_contiguous():
+            raise ValueError(f"native head: need a contiguous ({n},) bool done mask")
+        for name, buf, dtype in (("tokens", tokens, torch.int64), ("logprobs", logprobs, torch.float32),
+                                 ("mask", mask, torch.bool)):  # fmt: skip
+            if buf.dtype != dtype or buf.dim() != 2 or buf.shape[0] != n or not buf.is_contiguous():
+                raise ValueError(f"native head: {name} must be a contiguous ({n}, T) {dtype} tensor")
+        if not 0 <= t < tokens.shape[1] or tokens.shape != logprobs.shape or tokens.shape != mask.shape:
+            raise ValueError(f"native head: step {t} outside the (N, T) buffers {tuple(tokens.shape)}")
+        wpt, bp, factor, bias = self.tensors
+        poincare, c, clip_r, eps, alpha, temperature = self.params
+        stride = tokens.shape[1]
+        finished = self.lib.hyperr1_head_draw(
+            hidden.data_ptr(), n, d, wpt.data_ptr(), bp.data_ptr(), k, poincare, c, clip_r, eps, factor.data_ptr(),
+            bias.data_ptr(), alpha, v, temperature, 0 if u is None else u.data_ptr(), done.data_ptr(), pad, eos,
+            tokens.data_ptr() + 8 * t, logprobs.data_ptr() + 4 * t, mask.data_ptr() + t, stride,
+            self.next.data_ptr(), self.scratch.data_ptr(), self.threads, self.threads,
+        )  # fmt: skip
+        if finished < 0:
+            raise RuntimeError("native head failed: bad sizes")
+        return int(finished)
+
+
+def token_logprobs_backward(p: torch.Tensor, tokens: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """∂L/∂logits = g (1_y − p) (N, V) of :func:`token_logprobs` for the upstream gradient ``grad`` (N,) of the
+    log-probabilities, from its softmax ``p`` (N, V) and the tokens (N,) it was given."""
+    n, v = p.shape
+    _check("p", p, (n, v))
+    _check("grad", grad, (n,))
+    if tokens.shape != (n,) or tokens.dtype != torch.int64 or not tokens.is_contiguous():
+        raise ValueError(f"native log-probabilities: need {n} contiguous int64 token ids")
+    out = torch.empty_like(p)
+    status = sample_library().hyperr1_token_logprobs_backward(
+        p.data_ptr(), tokens.data_ptr(), grad.data_ptr(), n, v, out.data_ptr(), max(1, torch.get_num_threads())
+    )
+    if status != 0:
+        raise RuntimeError(f"native log-probabilities backward failed with status {status}")
+    return out

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vector_math.h"
+
 #ifndef HYPERR1_K
 #error "compile with -DHYPERR1_K=<dim + 2>"
 #endif
@@ -42,35 +44,6 @@ enum { K = HYPERR1_K };
 
 #define MIN_ELEMENTS_PER_THREAD 65536 /* below this a thread costs more than it saves */
 #define ROWS 8                        /* rows per block (a multiple of 4, see rows_times_bt) */
-
-/* log v for finite v ≥ 1, in a form the compiler vectorises (no libm call, no branch, no division;
- * a ?: on the result already stops gcc vectorising the callers, which tests/test_native.py checks).
- * v = 2^e · m with m in [√½, √2), f = m − 1, and log m = f − f²/2 + f³ P(f) with P the degree-7
- * least-squares fit of (log(1 + f) − f + f²/2)/f³ at 4,000 Chebyshev nodes of [√½ − 1, √2 − 1]
- * (numpy, float64): absolute error below 1e-8 on that interval, under float32 rounding; the
- * script that fits it is hyperr1/native/fit_log_poly.py. */
-static inline float log_ge1(float v) {
-    int32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    int32_t e = ((bits >> 23) & 0xff) - 127;
-    int32_t mbits = (bits & 0x007fffff) | 0x3f800000; /* the mantissa as a float in [1, 2) */
-    float m;
-    memcpy(&m, &mbits, sizeof m);
-    int high = m > 1.41421356f;
-    m = high ? 0.5f * m : m;
-    e = high ? e + 1 : e;
-    const float f = m - 1.0f, f2 = f * f;
-    float p = -8.102270427e-02f;
-    p = p * f + 1.271267889e-01f;
-    p = p * f - 1.297214522e-01f;
-    p = p * f + 1.420211430e-01f;
-    p = p * f - 1.664225085e-01f;
-    p = p * f + 2.000147135e-01f;
-    p = p * f - 2.500029652e-01f;
-    p = p * f + 3.333332856e-01f;
-    const float log_v = (float)e * 0.693147180559945f + (f - 0.5f * f2 + f2 * f * p);
-    return log_v + (v - v); /* + 0, or NaN for v = inf or NaN: a non-finite input must not look finite */
-}
 
 static int thread_count(int64_t n, int64_t m, int requested) {
     int64_t t = (n * m) / MIN_ELEMENTS_PER_THREAD;

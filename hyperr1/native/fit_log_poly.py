@@ -1,4 +1,4 @@
-"""Fit the polynomial of ``log_ge1`` in ``distance_kernels.c`` and print it as C.
+"""Fit the polynomial of ``log_ge1`` in ``vector_math.h`` and print it as C.
 
 log m for m in [√½, √2) is written as f − f²/2 + f³ P(f) with f = m − 1; P (degree 7) is the
 least-squares fit of (log(1 + f) − f + f²/2) / f³ at 4,000 Chebyshev nodes of [√½ − 1, √2 − 1],

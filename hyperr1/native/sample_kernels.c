@@ -20,15 +20,16 @@
  * log p = NaN, so that a diverged policy shows up as NaN log-probabilities rather than as plausible
  * samples; −inf logits (masked tokens) get e_j = 0 exactly and are never drawn.
  *
- * exp is a polynomial the compiler vectorises (no libm call): x = n ln2 + r with |r| ≤ ln2/2, e^r by
- * its degree-6 Taylor polynomial (relative error below 2e-7, about float32 rounding), 2^n from the
- * exponent bits; arguments below −87 give exactly 0. Rows are split over threads with OpenMP
+ * exp is exp_le0 of vector_math.h, a polynomial the compiler vectorises (relative error below 2e-7).
+ * Rows are split over threads with OpenMP
  * (static schedule: the same result for any thread count, each row being computed by one thread).
  */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "vector_math.h"
 
 #define BLOCK 16
 #define MIN_ELEMENTS_PER_THREAD 65536
@@ -40,24 +41,6 @@ static int64_t thread_count(int64_t work, int64_t parts, int requested) {
     if (t > requested) t = requested;
     if (t > parts) t = parts;
     return t < 1 ? 1 : t;
-}
-
-static inline float exp_le0(float x) {
-    const float keep = (float)(x >= -87.0f); /* exactly 0 below −87 and for −inf */
-    const float xc = x < -87.0f ? -87.0f : x;
-    const float n = rintf(xc * 1.44269504f);
-    const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f; /* Cody–Waite: ln2 = hi + lo */
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale * keep;
 }
 
 /* max_j x_j of a row into *max; 0 when that row can be normalised, 1 when it holds NaN or +inf, or
@@ -313,6 +296,26 @@ int hyperr1_token_logprobs(const float *logits, const int64_t *tokens, int64_t n
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1) reduction(| : status)
     for (int64_t r = 0; r < n; ++r) status |= token_logprob_row(logits + r * v, v, tokens[r], p + r * v, logp + r, ent + r);
     return status;
+}
+
+/* Backward of the log-probabilities: ∂L/∂z_j = g (1_{j = y} − p_j) per row, for the upstream gradient g of
+ * log π_y (entropy gets none), into grad (n, v): one pass per row where PyTorch's broadcast multiply and
+ * scatter-add took two over a fresh N×V buffer. Tokens were checked by the forward. Returns 0, or 1 on bad
+ * sizes. */
+int hyperr1_token_logprobs_backward(const float *p, const int64_t *tokens, const float *g, int64_t n, int64_t v,
+                                    float *grad, int threads) {
+    if (n < 0 || v < 1) return 1;
+    const int64_t t = thread_count(n * v, n, threads);
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
+    for (int64_t r = 0; r < n; ++r) {
+        const float gr = -g[r];
+        const float *restrict pr = p + r * v;
+        float *restrict out = grad + r * v;
+#pragma omp simd
+        for (int64_t j = 0; j < v; ++j) out[j] = gr * pr[j];
+        out[tokens[r]] -= gr;
+    }
+    return 0;
 }
 
 /* One decoding step of the whole BART decoder stack for one token per row (hyperr1.native.DecoderStep).
@@ -642,4 +645,98 @@ int hyperr1_attention_backward(const float *q, const float *k, const float *v, c
         WITH_CONSTANT_WIDTH(d, ATTENTION_PAIR_BACKWARD)
     }
     return 0;
+}
+
+/* The output head and the draw of a sampling step, from the decoder states (hyperr1.native.HeadDraw).
+ *
+ * For row r with decoder state h (D): u = W_p h + b_p (k), the head's projection (W_p given transposed,
+ * D × k). The Poincaré head (hyperr1.model, geometry.clipped_expmap0 and distance_kernels.c):
+ *
+ *   z = tanh(√c min(‖u‖, ρ)) · u / (√c ‖u‖)                      (exp₀ of u clipped to norm ρ)
+ *   A = σ [z, ‖z‖², 1],  σ = c / max(1 − c‖z‖², ε)
+ *   x_j = α · acosh(1 + 2 max(⟨A, B_j⟩, 0)) + b_j                  (α = −s/√c; Bᵀ given, (k + 2) × V)
+ *
+ * the Euclidean head x_j = ⟨u, U_j⟩ + b_j (Uᵀ given, k × V). The tempered logits x / T are drawn from as
+ * by sample_row with the row's uniform (greedy without), and the step's bookkeeping is done in place, as
+ * hyperr1.decoding._draw does it: a row already done gets the pad token, log p 0 and mask 0 (its
+ * logits are not computed); a row that draws the end-of-sequence token is done from the next step on.
+ * tokens, logp and mask point at this step's column of (N, T) buffers, stride floats (or ids) apart;
+ * next (N) receives this step's tokens for the next decoding step. Rows are split over threads (each
+ * row computed by one thread). scratch holds 2V + V/BLOCK + k + 3 floats per thread. Returns the number
+ * of rows done after the step, or −1 on bad sizes. */
+static void head_logits(const float *restrict h, int64_t d, const float *restrict wpt, const float *restrict bp,
+                        int64_t k, int poincare, float c, float clip_r, float eps, const float *restrict bt,
+                        const float *restrict bias, float alpha, int64_t v, float temp, float *restrict a,
+                        float *restrict x) {
+    for (int64_t i = 0; i < k; ++i) a[i] = bp[i];
+    for (int64_t e = 0; e < d; ++e) {
+        const float he = h[e];
+#pragma omp simd
+        for (int64_t i = 0; i < k; ++i) a[i] += he * wpt[e * k + i];
+    }
+    int64_t terms = k;
+    if (poincare) { /* a ← A = σ [z, ‖z‖², 1] */
+        float n2 = 0.0f;
+        for (int64_t i = 0; i < k; ++i) n2 += a[i] * a[i];
+        const float sqrt_c = sqrtf(c), n = sqrtf(n2) < 1e-15f ? 1e-15f : sqrtf(n2); /* exp₀(0) = 0 without 0/0 */
+        const float f = tanhf(sqrt_c * (n < clip_r ? n : clip_r)) / (sqrt_c * n);
+        float z2 = 0.0f;
+        for (int64_t i = 0; i < k; ++i) {
+            a[i] *= f;
+            z2 += a[i] * a[i];
+        }
+        const float den = 1.0f - c * z2, sigma = c / (den < eps ? eps : den);
+        for (int64_t i = 0; i < k; ++i) a[i] *= sigma;
+        a[k] = sigma * z2;
+        a[k + 1] = sigma;
+        terms = k + 2;
+    }
+    for (int64_t j = 0; j < v; ++j) x[j] = 0.0f;
+    for (int64_t i = 0; i < terms; ++i) {
+        const float ai = a[i];
+        const float *restrict b = bt + i * v;
+#pragma omp simd
+        for (int64_t j = 0; j < v; ++j) x[j] += ai * b[j];
+    }
+    if (poincare) {
+#pragma omp simd
+        for (int64_t j = 0; j < v; ++j) {
+            const float w = x[j] < 0.0f ? 0.0f : x[j]; /* cancellation in ⟨A, B_j⟩ can give w < 0; NaN stays */
+            x[j] = (alpha * log_ge1(1.0f + 2.0f * (w + sqrtf(w + w * w))) + bias[j]) / temp;
+        }
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < v; ++j) x[j] = (x[j] + bias[j]) / temp;
+    }
+}
+
+int64_t hyperr1_head_draw(const float *hidden, int64_t n, int64_t d, const float *wpt, const float *bp, int64_t k,
+                          int poincare, float c, float clip_r, float eps, const float *bt, const float *bias,
+                          float alpha, int64_t v, float temp, const float *u, uint8_t *done, int64_t pad,
+                          int64_t eos, int64_t *tokens, float *logp, uint8_t *mask, int64_t stride, int64_t *next,
+                          float *scratch, int64_t scratch_rows, int threads) {
+    if (n < 0 || d < 1 || k < 1 || v < 1 || stride < 1) return -1;
+    const int64_t t = thread_count(n * v * (k + 2), n, threads);
+    if (t > scratch_rows) return -1;
+    const int64_t per_thread = 2 * v + v / BLOCK + k + 3;
+    int64_t finished = 0;
+#pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1) reduction(+ : finished)
+    for (int64_t r = 0; r < n; ++r) {
+        float *x = scratch + (int64_t)omp_get_thread_num() * per_thread, *e = x + v, *block = e + v;
+        float *a = block + v / BLOCK + 1;
+        int64_t token = pad;
+        float lp = 0.0f;
+        const int was_done = done[r];
+        if (!was_done) {
+            head_logits(hidden + r * d, d, wpt, bp, k, poincare, c, clip_r, eps, bt, bias, alpha, v, temp, a, x);
+            sample_row(x, v, u ? (double)u[r] : 0.0, u == NULL, e, block, &token, &lp);
+        }
+        tokens[r * stride] = token;
+        logp[r * stride] = lp;
+        mask[r * stride] = (uint8_t)!was_done;
+        next[r] = token;
+        done[r] = (uint8_t)(was_done || token == eos);
+        finished += done[r];
+    }
+    return finished;
 }
