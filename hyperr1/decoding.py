@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperr1 import geometry, native
+from hyperr1.native import dispatch
 from hyperr1.native.dispatch import DistanceLogits
 
 if TYPE_CHECKING:  # the model module imports this one
@@ -313,6 +314,20 @@ def completion_logits(
 ) -> torch.Tensor:
     """Teacher-forced logits / T (N, T, V) of every position of ``completions`` (N, T), N = B·num_samples
     with the samples of one prompt contiguous; differentiable."""
+    logits = model.logits(completion_states(model, input_ids, attention_mask, completions, num_samples=num_samples))
+    return logits if temperature == 1.0 else logits / temperature  # T = 1: no copy of N·T·V floats (N, T, V)
+
+
+def completion_states(
+    model: HyperR1ForConditionalGeneration,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completions: torch.Tensor,
+    *,
+    num_samples: int = 1,
+) -> torch.Tensor:
+    """Teacher-forced decoder states (N, T, D) before the head, at every position of ``completions`` (N, T),
+    N = B·num_samples with the samples of one prompt contiguous; differentiable."""
     n_expected = input_ids.shape[0] * num_samples
     if completions.dim() != 2 or completions.shape[0] != n_expected:
         raise ValueError(
@@ -327,8 +342,7 @@ def completion_logits(
     cross, enc_mask = prepare(model, input_ids, attention_mask, num_samples)
     start = torch.full_like(completions[:, :1], model.config.decoder_start_token_id)
     dec_in = torch.cat([start, completions[:, :-1]], dim=1)  # (N, T): <s> y_1 .. y_{T-1}
-    logits = model.logits(decode(model, dec_in, 0, cross, enc_mask))  # (N, T, V)
-    return logits if temperature == 1.0 else logits / temperature  # T = 1: no copy of N·T·V floats
+    return decode(model, dec_in, 0, cross, enc_mask)
 
 
 class TokenLogProbs(torch.autograd.Function):
@@ -398,11 +412,33 @@ def completion_logprobs(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced log π(y_t | x, y_<t) (N, T) of ``completions``; with ``return_entropy`` also
     the entropy H(π(· | x, y_<t)) = −Σ_v π_v log π_v per position (N, T)."""
-    logits = completion_logits(
-        model, input_ids, attention_mask, completions, num_samples=num_samples, temperature=temperature
-    )
-    logp, entropy = TokenLogProbs.apply(logits, completions, return_entropy)  # (N, T) each
+    hidden = completion_states(model, input_ids, attention_mask, completions, num_samples=num_samples)  # (N, T, D)
+    fused = _distance_logprobs(model, hidden, completions, temperature)
+    if fused is not None:
+        logp, entropy = fused
+    else:
+        logits = model.logits(hidden)  # (N, T, V)
+        logits = logits if temperature == 1.0 else logits / temperature  # T = 1: no copy of N·T·V floats
+        logp, entropy = TokenLogProbs.apply(logits, completions, return_entropy)  # (N, T) each
     return (logp, entropy) if return_entropy else logp
+
+
+def _distance_logprobs(model, hidden: torch.Tensor, completions: torch.Tensor, temperature: float):
+    """(log π, H) (N, T) each straight from the Poincaré head's distances (:func:`hyperr1.native.dispatch.
+    distance_logprobs`, no N·T·V logits in memory), or None where that does not apply: a Euclidean or
+    squared-distance head, or a kernel other than the native one."""
+    head = model.head
+    if model.config.head != "poincare" or head.squared:
+        return None
+    z = model.projection(hidden)  # (N, T, k) on the ball
+    flat = z.reshape(-1, z.shape[-1])
+    if dispatch.resolve_kernel(head.kernel, flat) != "native":
+        return None
+    logp, entropy = dispatch.distance_logprobs(
+        flat, head.prototypes, completions, c=head.ball.c, alpha=-head.log_scale.exp(), bias=head.bias,
+        temperature=temperature,
+    )  # fmt: skip
+    return logp.view(completions.shape), entropy.view(completions.shape)
 
 
 def completion_log_distribution(

@@ -293,3 +293,33 @@ def test_a_seed_gives_both_heads_the_same_initial_trunk():
     assert all(torch.equal(trunks["poincare"][k], trunks["euclidean"][k]) for k in trunks["poincare"])
     other = tiny("poincare", seed=4).model.state_dict()
     assert not all(torch.equal(other[k], trunks["poincare"][k]) for k in other)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_teacher_forced_log_probabilities_from_the_fused_head_match_the_logits_path(temperature, monkeypatch):
+    """completion_logprobs through dispatch.distance_logprobs (no N·T·V logits) gives the log-probabilities,
+    entropies and gradients of log_softmax over model.logits."""
+    from hyperr1 import decoding
+
+    model = tiny("poincare").train()
+    with torch.no_grad():
+        model.head.prototypes.copy_(model.head.ball.projx(torch.randn_like(model.head.prototypes) * 0.4))
+    ids, mask = prompts()
+    completions = torch.randint(4, V, (6, 5), generator=torch.Generator().manual_seed(2))
+    weights = torch.linspace(-1, 1, completions.numel()).view(completions.shape)
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(decoding, "_distance_logprobs", lambda *args, **kwargs: None)
+        model.zero_grad()
+        logp, ent = model.completion_logprobs(ids, mask, completions, num_samples=2, temperature=temperature,
+                                              return_entropy=True)  # fmt: skip
+        (logp * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logp.detach(), ent, grads))
+    (logp_f, ent_f, grads_f), (logp_r, ent_r, grads_r) = results
+    torch.testing.assert_close(logp_f, logp_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent_f, ent_r, rtol=1e-5, atol=1e-5)
+    assert grads_f.keys() == grads_r.keys()
+    for name, g in grads_r.items():  # relative to each tensor's largest entry (k_proj biases: exactly 0 + rounding)
+        torch.testing.assert_close(grads_f[name], g, rtol=0, atol=1e-4 * float(g.abs().max()) + 1e-9, msg=name)

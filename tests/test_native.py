@@ -414,3 +414,59 @@ def test_dispatch_and_geometry_import_in_either_order(code):
     check += "; import torch; x = torch.rand(3, 2) / 4; assert G.pairwise_dist(x, x).shape == (3, 3)"
     proc = subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- log-probabilities straight from the distances
+
+
+def logprobs_and_grads(x, y, tokens, *, c, alpha, bias, temperature, upstream, fused):
+    """log π at ``tokens`` of softmax(distance_logits / T), the entropy, and the gradients of ⟨upstream, log π⟩
+    for every input: by the fused native kernel, or as log_softmax of the eager kernel's logits."""
+    leaves = [x.clone().requires_grad_(), y.clone().requires_grad_(), torch.tensor(c, dtype=x.dtype)]
+    leaves += [torch.tensor(alpha, dtype=x.dtype), None if bias is None else bias.clone()]
+    for t in leaves[2:]:
+        if t is not None:
+            t.requires_grad_()
+    if fused:
+        logp, ent = D.distance_logprobs(leaves[0], leaves[1], tokens, c=leaves[2], alpha=leaves[3], bias=leaves[4],
+                                        temperature=temperature)  # fmt: skip
+    else:
+        logits = D.distance_logits(leaves[0], leaves[1], c=leaves[2], alpha=leaves[3], bias=leaves[4], kernel="eager")
+        log_pi = (logits / temperature).log_softmax(-1)
+        logp, ent = log_pi.gather(-1, tokens[:, None]).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
+    (logp * upstream.to(x.dtype)).sum().backward()
+    return [logp.detach(), ent.detach()] + [None if t is None else t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("d", [2, 16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_log_probabilities_match_log_softmax_of_the_distance_logits_in_float64(d, temperature, bias):
+    n, m, c = 37, 53, 0.8  # n, m off the row block (8) and the vector widths
+    x, y = separated_points(n, m, d, c=c, seed=5)
+    g = torch.Generator().manual_seed(6)
+    tokens = torch.randint(0, m, (n,), generator=g)
+    b = torch.randn(m, generator=g) if bias else None
+    upstream = torch.randn(n, generator=g)
+    got = logprobs_and_grads(x, y, tokens, c=c, alpha=-3.0, bias=b, temperature=temperature, upstream=upstream,
+                             fused=True)  # fmt: skip
+    ref = logprobs_and_grads(x.double(), y.double(), tokens, c=c, alpha=-3.0, bias=None if b is None else b.double(),
+                             temperature=temperature, upstream=upstream, fused=False)  # fmt: skip
+    for name, a, e in zip(["logp", "entropy", "x", "y", "c", "alpha", "bias"], got, ref, strict=True):
+        if e is None:
+            assert a is None, name
+            continue
+        assert a.dtype == torch.float32, name
+        assert_close_scaled(a, e, rtol=2e-5, atol=1e-6)
+
+
+def test_fused_log_probabilities_refuse_bad_tokens_and_alpha_zero():
+    x, y = separated_points(4, 6, 3, c=1.0, seed=0)
+    with pytest.raises(IndexError, match="out of range"):
+        D.distance_logprobs(x, y, torch.tensor([0, 1, 6, 2]), c=1.0, alpha=-1.0)
+    with pytest.raises(ValueError, match="token ids"):
+        D.distance_logprobs(x, y, torch.tensor([0, 1, 2]), c=1.0, alpha=-1.0)
+    with pytest.raises(ValueError, match="α != 0"):
+        D.distance_logprobs(x, y, torch.tensor([0, 1, 2, 3]), c=1.0, alpha=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        D.distance_logprobs(x, y, torch.tensor([0, 1, 2, 3]), c=1.0, alpha=-1.0, temperature=0.0)

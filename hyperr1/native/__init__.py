@@ -69,6 +69,8 @@ __all__ = [
     "supports",
     "distance_forward",
     "distance_backward",
+    "distance_logprob_forward",
+    "distance_logprob_backward",
     "EMBED_SOURCE",
     "EmbedStep",
     "embed_available",
@@ -187,6 +189,15 @@ def library(dim: int = 16) -> ctypes.CDLL:
         ptr, ptr, ptr, ptr, f32, f32, ptr, f32, f32, ptr, ptr, dbl, ptr, dbl, i64, i64, ctypes.c_int
     ]  # fmt: skip
     lib.hyperr1_distance_backward.restype = ctypes.c_int
+    # x, y, c, eps, bias, alpha, temp, tokens, logp, ent, lse, n, m, threads
+    lib.hyperr1_distance_logprob_forward.argtypes = [ptr, ptr, f32, f32, ptr, f32, f32, ptr, ptr, ptr, ptr, i64, i64,
+                                                     ctypes.c_int]  # fmt: skip
+    lib.hyperr1_distance_logprob_forward.restype = ctypes.c_int
+    # g, lse, tokens, temp, x, y, c, eps, bias, alpha, root_floor, grad_x, grad_y, grad_c, colsum, dot, n, m, threads
+    lib.hyperr1_distance_logprob_backward.argtypes = [
+        ptr, ptr, ptr, f32, ptr, ptr, f32, f32, ptr, f32, f32, ptr, ptr, dbl, ptr, dbl, i64, i64, ctypes.c_int
+    ]  # fmt: skip
+    lib.hyperr1_distance_logprob_backward.restype = ctypes.c_int
     return lib
 
 
@@ -371,6 +382,58 @@ def distance_backward(
     )
     if status != 0:
         raise MemoryError(f"native kernel: no memory for the backward scratch (({d} + 12) × {m} floats per thread)")
+    return grad_x, grad_y, grad_c.value, colsum, dot.value
+
+
+def _tokens(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    if tokens.shape != (n,) or tokens.dtype != torch.int64 or not tokens.is_contiguous() or tokens.device.type != "cpu":
+        raise ValueError(f"native kernel: need {n} contiguous int64 token ids on the CPU, got {tuple(tokens.shape)} "
+                         f"{tokens.dtype}")  # fmt: skip
+    return tokens
+
+
+def distance_logprob_forward(
+    x: torch.Tensor, y: torch.Tensor, c: float, bias: torch.Tensor, alpha: float, temperature: float,
+    tokens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """log softmax(out / T) at the tokens, the entropy of softmax(out / T) and its log-normaliser ℓ, each (N,),
+    for the logits out = α · acosh(1 + 2 w) + b of :func:`distance_forward`, without an N×M buffer
+    (``distance_kernels.c``, ``hyperr1_distance_logprob_forward``)."""
+    n, m, d = _shapes(x, y, bias)
+    _tokens(tokens, n)
+    logp, ent, lse = (torch.empty(n, dtype=torch.float32) for _ in range(3))
+    status = library(d).hyperr1_distance_logprob_forward(
+        x.data_ptr(), y.data_ptr(), c, _EPS, bias.data_ptr(), alpha, temperature, tokens.data_ptr(), logp.data_ptr(),
+        ent.data_ptr(), lse.data_ptr(), n, m, torch.get_num_threads(),
+    )  # fmt: skip
+    if status == 2:
+        raise IndexError(f"token id out of range [0, {m}) in the native distance log-probabilities")
+    if status != 0:
+        raise MemoryError(f"native kernel: no memory for the scratch ({d} + 28) × {m} floats per thread")
+    return logp, ent, lse
+
+
+def distance_logprob_backward(
+    grad: torch.Tensor, lse: torch.Tensor, tokens: torch.Tensor, temperature: float, x: torch.Tensor,
+    y: torch.Tensor, c: float, bias: torch.Tensor, alpha: float, *, root_floor: float,
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, float]:  # fmt: skip
+    """Backward of :func:`distance_logprob_forward` for the gradient ``grad`` (N,) of the log-probabilities:
+    as :func:`distance_backward` with ∂L/∂out_ij = g_i (1_{j = y_i} − π_ij) / T formed block by block."""
+    n, m, d = _shapes(x, y, bias)
+    _tokens(tokens, n)
+    _check("grad", grad, (n,))
+    _check("lse", lse, (n,))
+    grad_x = torch.empty(n, d, dtype=torch.float32)
+    grad_y = torch.empty(m, d, dtype=torch.float32)
+    colsum = torch.empty(m, dtype=torch.float32)
+    grad_c, dot = ctypes.c_double(), ctypes.c_double()
+    status = library(d).hyperr1_distance_logprob_backward(
+        grad.data_ptr(), lse.data_ptr(), tokens.data_ptr(), temperature, x.data_ptr(), y.data_ptr(), c, _EPS,
+        bias.data_ptr(), alpha, root_floor, grad_x.data_ptr(), grad_y.data_ptr(), ctypes.byref(grad_c),
+        colsum.data_ptr(), ctypes.byref(dot), n, m, torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError(f"native kernel: no memory for the backward scratch ({d} + 28) × {m} floats per thread")
     return grad_x, grad_y, grad_c.value, colsum, dot.value
 
 

@@ -37,7 +37,7 @@ import torch
 
 from hyperr1 import geometry, native
 
-__all__ = ["KERNELS", "DistanceLogits", "distance_logits", "resolve_kernel"]
+__all__ = ["KERNELS", "DistanceLogits", "distance_logits", "distance_logprobs", "resolve_kernel"]
 
 KERNELS = ("auto", "eager", "native")
 """Kernels of :func:`distance_logits`: ``"eager"`` (PyTorch ops, any device and dtype), ``"native"``
@@ -214,14 +214,19 @@ class _NativeDistanceLogits(torch.autograd.Function):
             alpha_value,
             root_floor=_ROOT_FLOOR,
         )
-        needs = ctx.needs_input_grad
-        return (
-            grad_x,
-            grad_y,
-            _scalar_like(grad_c, c) if needs[2] else None,
-            _scalar_like(dot / alpha_value, alpha) if needs[3] else None,
-            grad_bias if bias is not None else None,
-        )
+        return _point_grads(ctx.needs_input_grad, grad_x, grad_y, grad_c, grad_bias, dot, c, alpha, bias)
+
+
+def _point_grads(needs, grad_x, grad_y, grad_c: float, grad_bias, dot: float, c, alpha, bias) -> tuple:
+    """The gradients of (x, y, c, α, bias) from the native backward's outputs (α ∂L/∂α is ``dot``)."""
+    alpha_value = float(alpha)
+    return (
+        grad_x,
+        grad_y,
+        _scalar_like(grad_c, c) if needs[2] else None,
+        _scalar_like(dot / alpha_value, alpha) if needs[3] else None,
+        grad_bias if bias is not None else None,
+    )
 
 
 def _native_logits(
@@ -269,3 +274,58 @@ def distance_logits(
     if not torch.is_grad_enabled():  # inference (sampling): no autograd, everything in place
         return _arcosh_affine_inplace(a @ b.T, alpha, bias)
     return _ArcoshAffine.apply(a, b, alpha, bias)
+
+
+class _NativeDistanceLogProbs(torch.autograd.Function):
+    """(log softmax(out / T) at the tokens, its entropy) for out = α · acosh(1 + 2 A Bᵀ) + bias, by the
+    passes of :func:`hyperr1.native.distance_logprob_forward` / ``_backward``: the N×M logits, their
+    softmax and its gradient live a block of rows at a time in the kernel's scratch, never in memory
+    (on teacher forcing's 1,024 × 1,255 logits, four passes over 5 MB buffers in the GRPO step). Backward
+    recomputes the logits, as the distance backward recomputes w; the entropy gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, y, c, alpha, bias, tokens, temperature):
+        x, y = x.contiguous(), y.contiguous()
+        logp, ent, lse = native.distance_logprob_forward(
+            x, y, float(c), _bias_or_zeros(bias, y.shape[0]), float(alpha), temperature, tokens
+        )
+        ctx.save_for_backward(x, y, c, alpha, bias, tokens, lse)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad, _grad_entropy):
+        x, y, c, alpha, bias, tokens, lse = ctx.saved_tensors
+        alpha_value = float(alpha)
+        grad_x, grad_y, grad_c, grad_bias, dot = native.distance_logprob_backward(
+            grad.contiguous(), lse, tokens, ctx.temperature, x, y, float(c), _bias_or_zeros(bias, y.shape[0]),
+            alpha_value, root_floor=_ROOT_FLOOR,
+        )  # fmt: skip
+        grads = _point_grads(ctx.needs_input_grad, grad_x, grad_y, grad_c, grad_bias, dot, c, alpha, bias)
+        return (*grads, None, None)  # tokens, temperature
+
+
+def distance_logprobs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tokens: torch.Tensor,
+    *,
+    c: float | torch.Tensor,
+    alpha: float | torch.Tensor = 1.0,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(ℓ / T)_{y_i} and the entropy of softmax(ℓ / T) per row (N,) for the logits
+    ℓ = :func:`distance_logits` (x (N, d), y (M, d), the same ``c``, ``alpha``, ``bias``) and ``tokens``
+    (N,), by the native kernel (float32 CPU tensors; :class:`_NativeDistanceLogProbs`). Gradients flow to
+    x, y, c, α and b through the log-probabilities; the entropy is a metric. Equals
+    :class:`hyperr1.decoding.TokenLogProbs` of those logits to float rounding."""
+    if resolve_kernel("native", x) != "native" or not temperature > 0:
+        raise ValueError(f"distance_logprobs needs the native kernel and a temperature > 0, got {temperature}")
+    c = geometry.as_curvature(c, x)
+    alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device) / c.sqrt()
+    if float(alpha.detach()) == 0.0:
+        raise ValueError("distance_logprobs: the native backward needs α != 0")
+    return _NativeDistanceLogProbs.apply(x, y, c, alpha, bias, tokens.reshape(-1).contiguous(), float(temperature))

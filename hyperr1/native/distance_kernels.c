@@ -277,15 +277,101 @@ int hyperr1_distance_forward(const float *x, const float *y, float c, float eps,
     return 0;
 }
 
-/* Backward of hyperr1_distance_forward for the upstream gradient g (n×m). With
+/* Log-probabilities of given tokens under the tempered distance logits, without an n×m buffer: for
+ * row i, with x_ij = (α · acosh(1 + 2 max(w_ij, 0)) + b_j) / T (the logits above over a temperature T),
+ *
+ *   ℓ_i = log Σ_j exp x_ij,   log π_i = x_{i, y_i} − ℓ_i,   H_i = ℓ_i − Σ_j π_ij x_ij,   π_ij = exp(x_ij − ℓ_i)
+ *
+ * (hyperr1.decoding.TokenLogProbs of these logits), a block of ROWS rows at a time in the thread's scratch:
+ * teacher forcing's logits are 1,024 × 1,255 floats, and writing them, reading them for the softmax,
+ * writing the softmax and reading it back in backward went to memory four times. ℓ (n) is kept for
+ * the backward. A row whose logits hold NaN or +inf gets NaN in all three. Returns 0, 1 when the
+ * scratch cannot be allocated, 2 when a token is outside [0, m). */
+static void logprob_rows(const float *restrict out, const int64_t *tokens, int64_t m, float temp, int R,
+                         float *logp, float *ent, float *lse) {
+    for (int r = 0; r < R; ++r) {
+        const float *restrict o = out + r * m;
+        float mx = -INFINITY;
+        int bad = 0;
+#pragma omp simd reduction(max : mx) reduction(| : bad)
+        for (int64_t j = 0; j < m; ++j) {
+            const float x = o[j] / temp;
+            mx = x > mx ? x : mx;
+            bad |= x != x;
+        }
+        if (bad || mx == INFINITY || mx == -INFINITY) {
+            logp[r] = ent[r] = lse[r] = NAN;
+            continue;
+        }
+        float z = 0.0f, zx = 0.0f;
+#pragma omp simd reduction(+ : z, zx)
+        for (int64_t j = 0; j < m; ++j) {
+            const float d = o[j] / temp - mx, e = exp_le0(d);
+            z += e;
+            zx += e > 0.0f ? e * d : 0.0f;
+        }
+        const float log_z = logf(z);
+        lse[r] = mx + log_z;
+        logp[r] = (o[tokens[r]] / temp - mx) - log_z;
+        ent[r] = log_z - zx / z;
+    }
+}
+
+/* Scratch of the log-probability passes: Bᵀ, then per thread the backward's sums and q, plus the block's
+ * recomputed logits and its gradient. */
+static size_t logprob_scratch(int64_t m, int threads) {
+    return (size_t)(K + 2 + 3 * ROWS) * (size_t)m * (size_t)threads + (size_t)(K * m);
+}
+
+int hyperr1_distance_logprob_forward(const float *x, const float *y, float c, float eps, const float *bias, float alpha,
+                                     float temp, const int64_t *tokens, float *logp, float *ent, float *lse, int64_t n,
+                                     int64_t m, int threads) {
+    if (m == 0) return 2;
+    for (int64_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= m) return 2;
+    threads = thread_count(n, m, threads);
+    float *scratch = scratch_buffer(logprob_scratch(m, threads));
+    if (!scratch) return 1;
+    float *bt = scratch + (size_t)(K + 2 + 3 * ROWS) * (size_t)m * (size_t)threads;
+    right_factor_t(y, c, eps, m, bt);
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float a[ROWS * K], *out = scratch + (size_t)(K + 2 + 3 * ROWS) * (size_t)m * (size_t)t;
+        int64_t i = n * t / nt;
+        const int64_t end = n * (t + 1) / nt;
+        while (i < end) {
+            const int R = end - i >= ROWS ? ROWS : 1;
+            left_factor(x, c, eps, i, R, a);
+            if (R == ROWS)
+                forward_rows(a, bt, bias, alpha, out, m, ROWS);
+            else
+                forward_rows(a, bt, bias, alpha, out, m, 1);
+            logprob_rows(out, tokens + i, m, temp, R, logp + i, ent + i, lse + i);
+            i += R;
+        }
+    }
+    return 0;
+}
+
+/* Backward of hyperr1_distance_forward for the upstream gradient g (n×m), or, with lp given, of
+ * hyperr1_distance_logprob_forward for the gradient lp->g (n) of the log-probabilities: per block its
+ * logits are recomputed and ∂L/∂out_ij = g_i (1_{j = y_i} − π_ij) / T formed in the thread's scratch. With
  * q = g / max(√(w + w²), root_floor) and w = A Bᵀ recomputed, ∂L/∂A = α q B and ∂L/∂Bᵀ = α Aᵀ q
  * are carried through the factors to
  *   grad_x (n×D), grad_y (m×D), *grad_c (∂L/∂c through the factors; α's own dependence on c is
  *   the caller's), colsum (m) = Σ_i g_ij = ∂L/∂b, *dot = Σ_ij g_ij (out_ij − bias_j) = α ∂L/∂α.
  * Returns 0, or 1 when the scratch cannot be allocated (then nothing is written). */
-int hyperr1_distance_backward(const float *g, const float *out, const float *x, const float *y, float c, float eps,
-                              const float *bias, float alpha, float root_floor, float *grad_x, float *grad_y,
-                              double *grad_c, float *colsum, double *dot, int64_t n, int64_t m, int threads) {
+struct logprob_grad {
+    const float *g, *lse;
+    const int64_t *tokens;
+    float temp;
+};
+
+static int backward_pass(const float *g, const float *out, const struct logprob_grad *lp, const float *x,
+                         const float *y, float c, float eps, const float *bias, float alpha, float root_floor,
+                         float *grad_x, float *grad_y, double *grad_c, float *colsum, double *dot, int64_t n,
+                         int64_t m, int threads) {
     if (m == 0) { /* no classes: every gradient is zero (grad_y, colsum are empty) */
         memset(grad_x, 0, sizeof(float) * (size_t)(n * D));
         *grad_c = 0.0;
@@ -293,7 +379,8 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
         return 0;
     }
     threads = thread_count(n, m, threads);
-    const size_t per_thread = (size_t)(K + 2 + ROWS) * (size_t)m; /* Aᵀq (K×m), Σ g, Σ g(out − b), q */
+    /* Aᵀq (K×m), Σ g, Σ g(out − b), q (ROWS×m), and for lp the block's logits and gradient (2 ROWS×m) */
+    const size_t per_thread = (size_t)(K + 2 + 3 * ROWS) * (size_t)m;
     float *scratch = scratch_buffer(per_thread * (size_t)threads + (size_t)(K * m));
     if (!scratch) return 1;
     float *bt = scratch + per_thread * (size_t)threads;
@@ -306,6 +393,7 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
         if (t == 0) used = nt;
         float *gbt_t = scratch + per_thread * (size_t)t;
         float *colsum_t = gbt_t + K * m, *dotcol_t = colsum_t + m, *q = dotcol_t + m;
+        float *out_blk = q + ROWS * m, *g_blk = out_blk + ROWS * m;
         memset(gbt_t, 0, sizeof(float) * (size_t)(K + 2) * (size_t)m);
         float a[ROWS * K], ga[ROWS * K];
         int64_t i = n * t / nt;
@@ -313,7 +401,22 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
         while (i < end) {
             const int R = end - i >= ROWS ? ROWS : 1;
             left_factor(x, c, eps, i, R, a);
-            const float *gi = g + i * m, *oi = out + i * m;
+            const float *gi = lp ? g_blk : g + i * m, *oi = lp ? out_blk : out + i * m;
+            if (lp) { /* the logits again, and ∂L/∂out of the log-probabilities */
+                if (R == ROWS)
+                    forward_rows(a, bt, bias, alpha, out_blk, m, ROWS);
+                else
+                    forward_rows(a, bt, bias, alpha, out_blk, m, 1);
+                const float temp = lp->temp;
+                for (int r = 0; r < R; ++r) {
+                    const float gr = lp->g[i + r] / temp, l = lp->lse[i + r];
+                    const float *restrict o = out_blk + r * m;
+                    float *restrict gb = g_blk + r * m;
+#pragma omp simd
+                    for (int64_t j = 0; j < m; ++j) gb[j] = -gr * exp_le0(o[j] / temp - l);
+                    gb[lp->tokens[i + r]] += gr;
+                }
+            }
             if (R == ROWS)
                 backward_rows(a, bt, gi, oi, bias, root_floor, q, ga, gbt_t, colsum_t, dotcol_t, m, ROWS);
             else
@@ -338,4 +441,20 @@ int hyperr1_distance_backward(const float *g, const float *out, const float *x, 
     *grad_c = gc;
     *dot = total;
     return 0;
+}
+
+int hyperr1_distance_backward(const float *g, const float *out, const float *x, const float *y, float c, float eps,
+                              const float *bias, float alpha, float root_floor, float *grad_x, float *grad_y,
+                              double *grad_c, float *colsum, double *dot, int64_t n, int64_t m, int threads) {
+    return backward_pass(g, out, NULL, x, y, c, eps, bias, alpha, root_floor, grad_x, grad_y, grad_c, colsum, dot, n,
+                         m, threads);
+}
+
+int hyperr1_distance_logprob_backward(const float *g, const float *lse, const int64_t *tokens, float temp,
+                                      const float *x, const float *y, float c, float eps, const float *bias,
+                                      float alpha, float root_floor, float *grad_x, float *grad_y, double *grad_c,
+                                      float *colsum, double *dot, int64_t n, int64_t m, int threads) {
+    const struct logprob_grad lp = {g, lse, tokens, temp};
+    return backward_pass(NULL, NULL, &lp, x, y, c, eps, bias, alpha, root_floor, grad_x, grad_y, grad_c, colsum, dot,
+                         n, m, threads);
 }
