@@ -151,7 +151,14 @@ def encode(
     model: HyperR1ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor, kernel: str = "auto"
 ) -> torch.Tensor:
     """Encoder states (B, S, D) of the prompts: ``BartEncoder`` (post-LN blocks: self-attention over the
-    unmasked prompt tokens, GELU MLP) written against its weights, with :func:`attention` by ``kernel``."""
+    unmasked prompt tokens, GELU MLP) written against its weights, with :func:`attention` by ``kernel``.
+    A model in training mode with any encoder dropout or layer drop configured runs ``BartEncoder``
+    itself, which applies them (the package's configs have none: GRPO's ratio wants a deterministic policy)."""
+    cfg = model.config
+    if model.training and any(
+        getattr(cfg, name, 0.0) for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
+    ):
+        return model.encode(input_ids, attention_mask)
     enc = model.model.encoder
     s = input_ids.shape[1]
     offset = enc.embed_positions.offset

@@ -378,3 +378,16 @@ def test_native_token_logprobs_backward_refuses_what_it_cannot_read():
         native.token_logprobs_backward(p, torch.zeros(3, dtype=torch.int32), torch.ones(3))
     with pytest.raises(ValueError, match="grad"):
         native.token_logprobs_backward(p, torch.zeros(3, dtype=torch.int64), torch.ones(4))
+
+
+def test_the_lean_encoder_leaves_dropout_to_the_hugging_face_encoder():
+    from hyperr1.decoding import encode
+
+    model = tiny("poincare", dropout=0.3).train()
+    ids, mask = prompts()
+    torch.manual_seed(0)
+    ref = model.encode(ids, mask)
+    torch.manual_seed(0)
+    torch.testing.assert_close(encode(model, ids, mask), ref, rtol=0, atol=0)  # the same dropout masks
+    model.eval()
+    torch.testing.assert_close(encode(model, ids, mask), model.encode(ids, mask), rtol=1e-5, atol=2e-6)
