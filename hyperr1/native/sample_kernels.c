@@ -566,8 +566,9 @@ static inline __attribute__((always_inline)) void attention_pair(
     int64_t lk, const int64_t d, int causal, float scale, float *restrict o, float *restrict p,
     float *restrict scratch) {
     const int64_t lk_pad = (lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK;
-    float *kt = scratch, *s = scratch + d * lk_pad; /* s: QB rows of lk_pad scores */
+    float *kt = scratch, *s = kt + d * lk_pad, *key_bias = s + QB * lk_pad; /* s: QB rows of lk_pad scores */
     transpose_keys(k, lk, d, lk_pad, kt);
+    for (int64_t j = 0; j < lk_pad; ++j) key_bias[j] = j < lk && (!mb || mb[j]) ? 0.0f : -INFINITY;
     for (int64_t i0 = 0; i0 < lq; i0 += QB) {
         const int64_t nb = lq - i0 < QB ? lq - i0 : QB;
         const int64_t len = causal && i0 + nb < lk ? i0 + nb : lk; /* keys any query of the block sees */
@@ -584,17 +585,21 @@ static inline __attribute__((always_inline)) void attention_pair(
             for (int64_t r = 0; r < QB; ++r)
                 for (int64_t j = 0; j < SCORE_BLOCK; ++j) s[r * lk_pad + j0 + j] = acc[r][j];
         }
-        for (int64_t r = 0; r < nb; ++r) { /* softmax of each query's scores into its row of p */
-            const int64_t i = i0 + r, end = causal && i + 1 < len ? i + 1 : len;
+        /* softmax of each query's scores into its row of p, over whole blocks of keys: masked keys, padding
+         * and (causal) later keys at −∞, so that no loop runs a short scalar tail */
+        const int64_t len_pad = (len + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK;
+        for (int64_t r = 0; r < nb; ++r) {
+            const int64_t i = i0 + r, end = causal ? i + 1 : lk_pad;
             float *restrict sr = s + r * lk_pad, *restrict pr = p + i * lk;
+#pragma omp simd
+            for (int64_t j = 0; j < len_pad; ++j) sr[j] = j < end ? sr[j] + key_bias[j] : -INFINITY;
             float inv;
-            if (exp_scores(sr, mb, end, &inv)) { /* no key to attend (or a diverged query): NaN, as SDPA gives */
+            if (exp_scores(sr, NULL, len_pad, &inv)) { /* no key to attend (or a diverged query): NaN, as SDPA */
                 for (int64_t j = 0; j < lk; ++j) pr[j] = NAN;
                 continue;
             }
 #pragma omp simd
-            for (int64_t j = 0; j < end; ++j) pr[j] = sr[j] * inv;
-            for (int64_t j = end; j < lk; ++j) pr[j] = 0.0f;
+            for (int64_t j = 0; j < lk; ++j) pr[j] = j < len_pad ? sr[j] * inv : 0.0f;
         }
         float acc[QB][d > 0 && d <= 64 ? d : 1]; /* a constant d ≤ 64: the sums stay in registers */
         float *restrict oa = d <= 64 ? &acc[0][0] : o + i0 * d;
@@ -636,40 +641,62 @@ static inline __attribute__((always_inline)) void attention_pair_backward(
     const float *restrict q, const float *restrict k, const float *restrict v, const float *restrict o,
     const float *restrict p, const float *restrict g, int64_t lq, int64_t lk, const int64_t d, float scale,
     float *restrict gq, float *restrict gk, float *restrict gv, float *restrict vt, float *restrict ds) {
-    for (int64_t j = 0; j < lk; ++j)
-        for (int64_t c = 0; c < d; ++c) vt[c * lk + j] = v[j * d + c];
+    const int64_t lk_pad = (lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK;
+    transpose_keys(v, lk, d, lk_pad, vt); /* values transposed, (d, lk_pad): ⟨g_i, v_j⟩ as the scores */
     for (int64_t x = 0; x < lk * d; ++x) gk[x] = gv[x] = 0.0f;
-    for (int64_t i = 0; i < lq; ++i) {
-        const float *restrict pi = p + i * lk, *restrict gi = g + i * d, *restrict qi = q + i * d;
-        float delta = 0.0f;
-#pragma omp simd reduction(+ : delta)
-        for (int64_t c = 0; c < d; ++c) delta += gi[c] * o[i * d + c];
-        for (int64_t j = 0; j < lk; ++j) ds[j] = 0.0f;
-        for (int64_t c = 0; c < d; ++c) { /* ds_j = ⟨g_i, v_j⟩ */
-            const float gc = gi[c];
-#pragma omp simd
-            for (int64_t j = 0; j < lk; ++j) ds[j] += gc * vt[c * lk + j];
-        }
-#pragma omp simd
-        for (int64_t j = 0; j < lk; ++j) ds[j] = pi[j] * (ds[j] - delta) * scale; /* σ ∂L/∂s_ij */
-        float *restrict gqi = gq + i * d;
-        for (int64_t c = 0; c < d; ++c) gqi[c] = 0.0f;
-        for (int64_t j = 0; j < lk; ++j) {
-            const float sj = ds[j], pj = pi[j];
-#pragma omp simd
+    for (int64_t i0 = 0; i0 < lq; i0 += QB) { /* QB queries at a time, as in the forward */
+        const int64_t nb = lq - i0 < QB ? lq - i0 : QB;
+        for (int64_t j0 = 0; j0 < lk; j0 += SCORE_BLOCK) { /* ds_rj = ⟨g_r, v_j⟩ */
+            float acc[QB][SCORE_BLOCK] = {{0.0f}};
             for (int64_t c = 0; c < d; ++c) {
-                gqi[c] += sj * k[j * d + c];
-                gk[j * d + c] += sj * qi[c];
-                gv[j * d + c] += pj * gi[c];
+                const float *restrict vc = vt + c * lk_pad + j0;
+                for (int64_t r = 0; r < QB; ++r) {
+                    const float gc = g[(i0 + (r < nb ? r : 0)) * d + c]; /* rows past nb: discarded */
+#pragma omp simd
+                    for (int64_t j = 0; j < SCORE_BLOCK; ++j) acc[r][j] += gc * vc[j];
+                }
+            }
+            for (int64_t r = 0; r < QB; ++r)
+                for (int64_t j = 0; j < SCORE_BLOCK; ++j) ds[r * lk_pad + j0 + j] = acc[r][j];
+        }
+        for (int64_t r = 0; r < nb; ++r) { /* σ ∂L/∂s_rj = σ P_rj (⟨g_r, v_j⟩ − δ_r) */
+            const float *restrict gr = g + (i0 + r) * d, *restrict orow = o + (i0 + r) * d;
+            const float *restrict pr = p + (i0 + r) * lk;
+            float *restrict dr = ds + r * lk_pad;
+            float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
+            for (int64_t c = 0; c < d; ++c) delta += gr[c] * orow[c];
+#pragma omp simd
+            for (int64_t j = 0; j < lk; ++j) dr[j] = pr[j] * (dr[j] - delta) * scale;
+        }
+        float acc[QB][d > 0 && d <= 64 ? d : 1]; /* ∂L/∂q of the block: a constant d ≤ 64 stays in registers */
+        float *restrict qa = d <= 64 ? &acc[0][0] : gq + i0 * d;
+        for (int64_t x = 0; x < QB * d; ++x)
+            if (x < nb * d || d <= 64) qa[x] = 0.0f;
+        for (int64_t j = 0; j < lk; ++j) {
+            const float *restrict kj = k + j * d;
+            float *restrict gkj = gk + j * d, *restrict gvj = gv + j * d;
+            for (int64_t r = 0; r < nb; ++r) {
+                const float sj = ds[r * lk_pad + j], pj = p[(i0 + r) * lk + j];
+                const float *restrict qr = q + (i0 + r) * d, *restrict gr = g + (i0 + r) * d;
+#pragma omp simd
+                for (int64_t c = 0; c < d; ++c) {
+                    qa[r * d + c] += sj * kj[c];
+                    gkj[c] += sj * qr[c];
+                    gvj[c] += pj * gr[c];
+                }
             }
         }
+        if (d <= 64)
+            for (int64_t x = 0; x < nb * d; ++x) gq[i0 * d + x] = qa[x];
     }
 }
 
 #define ATTENTION_PAIR_BACKWARD(D)                                                                              \
     attention_pair_backward(q + bh * lq * (D), k + bh * lk * (D), v + bh * lk * (D), o + bh * lq * (D),            \
                             p + bh * lq * lk, g + bh * lq * (D), lq, lk, (D), scale, gq + bh * lq * (D),           \
-                            gk + bh * lk * (D), gv + bh * lk * (D), sc, sc + (D) * lk)
+                            gk + bh * lk * (D), gv + bh * lk * (D), sc,                                        \
+                            sc + (D) * ((lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK))
 
 int hyperr1_attention_backward(const float *q, const float *k, const float *v, const float *o, const float *p,
                                const float *g, int64_t b, int64_t h, int64_t lq, int64_t lk, int64_t d, float scale,
