@@ -564,7 +564,9 @@ def native_decoder(
         m for layer in dec.layers for m in (layer.self_attn_layer_norm, layer.encoder_attn_layer_norm,
                                             layer.final_layer_norm)
     ]  # fmt: skip
-    if cfg.activation_function != "gelu" or len({m.eps for m in norms}) != 1 or any(m.weight is None for m in norms):
+    if cfg.activation_function != "gelu" or len({m.eps for m in norms}) != 1 or any(
+        m.weight is None or m.bias is None for m in norms
+    ):
         return None
     packed = []
     for layer, (w_qkv, b_qkv) in zip(dec.layers, fused_qkv(model), strict=True):
@@ -591,9 +593,10 @@ def native_decoder(
 
 def native_head(model: HyperR1ForConditionalGeneration, rows: int, temperature: float) -> native.HeadDraw | None:
     """The head and the draw of a sampling step as one C call (:class:`hyperr1.native.HeadDraw`) for
-    ``rows`` rows at ``temperature``, or None where it does not apply: a squared-distance head, or a
-    projection without clipping or whose clipped points can reach the ball's float margin (√c·r ≥ 3,
-    where :func:`hyperr1.geometry.clipped_expmap0` projects). Same logits as ``model.logits`` to float
+    ``rows`` rows at ``temperature``, or None where it does not apply: a squared-distance head, a head
+    asking for the PyTorch-ops kernel (``head_kernel="eager"``), or a projection without clipping or
+    whose clipped points can reach the ball's float margin (√c·r ≥ 3, where
+    :func:`hyperr1.geometry.clipped_expmap0` projects). Same logits as ``model.logits`` to float
     rounding, the same draw as :func:`hyperr1.native.sample_rows`."""
     head, proj = model.head, model.projection
     if model.config.head == "euclidean":
@@ -604,7 +607,7 @@ def native_head(model: HyperR1ForConditionalGeneration, rows: int, temperature: 
         )  # fmt: skip
     y = head.prototypes.detach()
     c = geometry.as_curvature(head.ball.c, y).detach()
-    if head.squared or proj.clip_r is None or float(c.sqrt()) * proj.clip_r >= 3.0:
+    if head.squared or head.kernel == "eager" or proj.clip_r is None or float(c.sqrt()) * proj.clip_r >= 3.0:
         return None
     return native.HeadDraw(
         projection=proj.linear.weight.detach(), projection_bias=_bias(proj.linear.bias, y.shape[1]),
@@ -615,7 +618,7 @@ def native_head(model: HyperR1ForConditionalGeneration, rows: int, temperature: 
 
 
 def _bias(bias: torch.Tensor | None, size: int) -> torch.Tensor:
-    return torch.zeros(size) if bias is None else bias.detach().contiguous()
+    return torch.zeros(size, dtype=torch.float32) if bias is None else bias.detach().contiguous()
 
 
 def _draw(

@@ -464,6 +464,10 @@ def test_fused_log_probabilities_refuse_bad_tokens_and_alpha_zero():
     x, y = separated_points(4, 6, 3, c=1.0, seed=0)
     with pytest.raises(IndexError, match="out of range"):
         D.distance_logprobs(x, y, torch.tensor([0, 1, 6, 2]), c=1.0, alpha=-1.0)
+    ones = torch.ones(4)
+    with pytest.raises(IndexError, match="out of range"):  # the backward checks its tokens too
+        native.distance_logprob_backward(ones, ones, torch.tensor([0, 1, -1, 2]), 1.0, x, y, 1.0, torch.zeros(6), -1.0,
+                                         root_floor=1e-3)  # fmt: skip
     with pytest.raises(ValueError, match="token ids"):
         D.distance_logprobs(x, y, torch.tensor([0, 1, 2]), c=1.0, alpha=-1.0)
     with pytest.raises(ValueError, match="α != 0"):

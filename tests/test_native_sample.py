@@ -362,6 +362,7 @@ def test_heads_the_fused_draw_does_not_implement_keep_the_per_op_path():
 
     assert decoding.native_head(tiny("poincare", clip_r=None), 4, 1.0) is None  # exp₀ without clipping
     assert decoding.native_head(tiny("poincare", clip_r=5.0), 4, 1.0) is None  # can reach the float margin
+    assert decoding.native_head(tiny("poincare", head_kernel="eager"), 4, 1.0) is None  # PyTorch ops asked for
     assert decoding.native_head(tiny("poincare"), 4, 1.0) is not None
     ids, mask = prompts()
     model = tiny("poincare", clip_r=None)
@@ -374,6 +375,8 @@ def test_heads_the_fused_draw_does_not_implement_keep_the_per_op_path():
 
 def test_native_token_logprobs_backward_refuses_what_it_cannot_read():
     p = torch.full((3, 5), 0.2)
+    with pytest.raises(IndexError, match="out of range"):
+        native.token_logprobs_backward(p, torch.tensor([0, 5, 1]), torch.ones(3))
     with pytest.raises(ValueError, match="token ids"):
         native.token_logprobs_backward(p, torch.zeros(3, dtype=torch.int32), torch.ones(3))
     with pytest.raises(ValueError, match="grad"):
@@ -391,3 +394,18 @@ def test_the_lean_encoder_leaves_dropout_to_the_hugging_face_encoder():
     torch.testing.assert_close(encode(model, ids, mask), ref, rtol=0, atol=0)  # the same dropout masks
     model.eval()
     torch.testing.assert_close(encode(model, ids, mask), model.encode(ids, mask), rtol=1e-5, atol=2e-6)
+
+
+def test_the_native_kernels_write_float32_whatever_the_default_dtype():
+    from hyperr1.decoding import attention
+
+    before = torch.get_default_dtype()
+    q = torch.randn(2, 3, 5, 4)
+    try:
+        torch.set_default_dtype(torch.float64)
+        out = attention(q, q, q, causal=True, kernel="native")
+    finally:
+        torch.set_default_dtype(before)
+    assert out.dtype == torch.float32
+    ref = F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=2e-6)

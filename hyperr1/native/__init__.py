@@ -432,6 +432,8 @@ def distance_logprob_backward(
         bias.data_ptr(), alpha, root_floor, grad_x.data_ptr(), grad_y.data_ptr(), ctypes.byref(grad_c),
         colsum.data_ptr(), ctypes.byref(dot), n, m, torch.get_num_threads(),
     )  # fmt: skip
+    if status == 2:
+        raise IndexError(f"token id out of range [0, {m}) in the native distance log-probabilities")
     if status != 0:
         raise MemoryError(f"native kernel: no memory for the backward scratch ({d} + 28) × {m} floats per thread")
     return grad_x, grad_y, grad_c.value, colsum, dot.value
@@ -636,7 +638,8 @@ class DecoderStep:
         self.shape = (layers, d, f, h, vocab, n, g, t_max, s_max)
         self.embed_scale, self.eps, self.max_position = float(embed_scale), float(eps), positions.shape[0]
         self.threads = max(1, torch.get_num_threads())
-        self.scratch = torch.empty(self.threads, self.lib.hyperr1_decoder_scratch(d, f, t_max, s_max))
+        scratch = self.lib.hyperr1_decoder_scratch(d, f, t_max, s_max)
+        self.scratch = torch.empty(self.threads, scratch, dtype=torch.float32)
         self.out = torch.empty(n, d, dtype=torch.float32)
 
     def __call__(self, tokens: torch.Tensor, t: int) -> torch.Tensor:
@@ -682,8 +685,8 @@ def attention_forward(
     if mask is not None and (mask.shape != (b, lk) or mask.dtype != torch.bool or not mask.is_contiguous()):
         raise ValueError(f"native attention: need a contiguous (B, Lk) = {(b, lk)} bool mask")
     threads = max(1, torch.get_num_threads())
-    o, p = torch.empty(b, h, lq, d), torch.empty(b, h, lq, lk)
-    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk))
+    o, p = torch.empty(b, h, lq, d, dtype=torch.float32), torch.empty(b, h, lq, lk, dtype=torch.float32)
+    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk), dtype=torch.float32)
     status = sample_library().hyperr1_attention_forward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), b, h, lq, lk, d,
         int(causal), d**-0.5, o.data_ptr(), p.data_ptr(), scratch.data_ptr(), threads, threads,
@@ -704,7 +707,7 @@ def attention_backward(
     _check("grad", grad, (b, h, lq, d))
     threads = max(1, torch.get_num_threads())
     gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk))
+    scratch = torch.empty(threads, sample_library().hyperr1_attention_scratch(d, lk), dtype=torch.float32)
     status = sample_library().hyperr1_attention_backward(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), p.data_ptr(), grad.data_ptr(), b, h, lq, lk, d,
         d**-0.5, gq.data_ptr(), gk.data_ptr(), gv.data_ptr(), scratch.data_ptr(), threads, threads,
@@ -745,7 +748,7 @@ class HeadDraw:
         self.shape = (rows, d, k, v)
         self.params = (int(poincare), float(c), float(clip_r), _EPS, float(alpha), float(temperature))
         self.threads = max(1, torch.get_num_threads())
-        self.scratch = torch.empty(self.threads, 2 * v + v // _SAMPLE_BLOCK + k + 3)
+        self.scratch = torch.empty(self.threads, 2 * v + v // _SAMPLE_BLOCK + k + 3, dtype=torch.float32)
         self.next = torch.empty(rows, dtype=torch.int64)
 
     def __call__(
@@ -793,6 +796,8 @@ def token_logprobs_backward(p: torch.Tensor, tokens: torch.Tensor, grad: torch.T
     status = sample_library().hyperr1_token_logprobs_backward(
         p.data_ptr(), tokens.data_ptr(), grad.data_ptr(), n, v, out.data_ptr(), max(1, torch.get_num_threads())
     )
+    if status == 2:
+        raise IndexError(f"token id out of range [0, {v}) in native log-probabilities")
     if status != 0:
         raise RuntimeError(f"native log-probabilities backward failed with status {status}")
     return out

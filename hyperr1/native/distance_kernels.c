@@ -361,7 +361,8 @@ int hyperr1_distance_logprob_forward(const float *x, const float *y, float c, fl
  * are carried through the factors to
  *   grad_x (n×D), grad_y (m×D), *grad_c (∂L/∂c through the factors; α's own dependence on c is
  *   the caller's), colsum (m) = Σ_i g_ij = ∂L/∂b, *dot = Σ_ij g_ij (out_ij − bias_j) = α ∂L/∂α.
- * Returns 0, or 1 when the scratch cannot be allocated (then nothing is written). */
+ * Returns 0, 1 when the scratch cannot be allocated, 2 when a token is outside [0, m) (then nothing is
+ * written). */
 struct logprob_grad {
     const float *g, *lse;
     const int64_t *tokens;
@@ -454,6 +455,8 @@ int hyperr1_distance_logprob_backward(const float *g, const float *lse, const in
                                       const float *x, const float *y, float c, float eps, const float *bias,
                                       float alpha, float root_floor, float *grad_x, float *grad_y, double *grad_c,
                                       float *colsum, double *dot, int64_t n, int64_t m, int threads) {
+    for (int64_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= m) return 2;
     const struct logprob_grad lp = {g, lse, tokens, temp};
     return backward_pass(NULL, NULL, &lp, x, y, c, eps, bias, alpha, root_floor, grad_x, grad_y, grad_c, colsum, dot,
                          n, m, threads);

@@ -298,11 +298,13 @@ int hyperr1_token_logprobs(const float *logits, const int64_t *tokens, int64_t n
 
 /* Backward of the log-probabilities: ∂L/∂z_j = g (1_{j = y} − p_j) per row, for the upstream gradient g of
  * log π_y (entropy gets none), into grad (n, v): one pass per row where PyTorch's broadcast multiply and
- * scatter-add took two over a fresh N×V buffer. Tokens were checked by the forward. Returns 0, or 1 on bad
- * sizes. */
+ * scatter-add took two over a fresh N×V buffer. Returns 0, 1 on bad sizes, 2 when a token is outside [0, v)
+ * (then nothing is written). */
 int hyperr1_token_logprobs_backward(const float *p, const int64_t *tokens, const float *g, int64_t n, int64_t v,
                                     float *grad, int threads) {
     if (n < 0 || v < 1) return 1;
+    for (int64_t r = 0; r < n; ++r)
+        if (tokens[r] < 0 || tokens[r] >= v) return 2;
     const int64_t t = thread_count(n * v, n, threads);
 #pragma omp parallel for schedule(static) num_threads((int)t) if (t > 1)
     for (int64_t r = 0; r < n; ++r) {
@@ -349,7 +351,7 @@ int hyperr1_token_logprobs_backward(const float *p, const int64_t *tokens, const
 static int64_t layer_floats(int64_t d, int64_t f) { return 6 * d * d + 13 * d + 2 * d * f + f; }
 
 int64_t hyperr1_decoder_scratch(int64_t d, int64_t f, int64_t t_max, int64_t s_max) {
-    return ROWS * (6 * d + f) + (t_max > s_max ? t_max : s_max);
+    return ROWS * (5 * d + f) + (t_max > s_max ? t_max : s_max); /* q|k|v, attention, product, MLP; scores */
 }
 
 /* y (rows, out) = x (rows, in) · wt (in, out) + b for rows ≤ ROWS, all row-major and contiguous: per block of
@@ -543,7 +545,8 @@ int hyperr1_decoder_step(const float *weights, int64_t layers, int64_t d, int64_
  * (static schedule: each pair computed by one thread, whatever their number). scratch holds
  * hyperr1_attention_scratch(d, Lk) floats per thread. Returns 0, or 1 on bad sizes. */
 int64_t hyperr1_attention_scratch(int64_t d, int64_t lk) {
-    return (2 * d + 4 + 1) * ((lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK); /* 4 = QB below */
+    /* keys (or values) transposed, QB = 4 rows of scores, the forward's key-bias row */
+    return (d + 4 + 1) * ((lk + SCORE_BLOCK - 1) / SCORE_BLOCK * SCORE_BLOCK);
 }
 
 /* Keys transposed and padded with zeros to (d, lk_pad), lk_pad = lk rounded up to SCORE_BLOCK: attend_pair's layout. */

@@ -9,7 +9,7 @@
 
 /* e^x for x ≤ 0 (and small positive x): x = n ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 Taylor
  * polynomial (relative error below 2e-7, about float32 rounding), 2^n from the exponent bits; arguments
- * below −87 give exactly 0, −inf included. */
+ * below −87 give exactly 0, −inf included; NaN gives NaN. */
 static inline float exp_le0(float x) {
     const float keep = (float)(x >= -87.0f); /* exactly 0 below −87 and for −inf */
     const float xc = x < -87.0f ? -87.0f : x;
@@ -22,7 +22,7 @@ static inline float exp_le0(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
+    const int32_t bits = ((int32_t)(n == n ? n : 0.0f) + 127) << 23; /* NaN x: no NaN → int (p is NaN) */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale * keep;
