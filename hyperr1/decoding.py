@@ -642,13 +642,14 @@ def _draw(
     ]  # (N, H, T_max, d_h) per layer; for the C attention the keys (N, H, d_h, T_max)
     if fast:
         cache = [(kt.view(n, heads, d_h, t_cache), v) for kt, v in cache]
-    head, qkv = inference_head(model), fused_qkv(model)
+    head_draw = native_head(model, n, 1.0 if greedy else temperature) if step is not None and use_native else None
+    head = inference_head(model) if head_draw is None else None  # the per-op head and q|k|v: only where used
+    qkv = fused_qkv(model) if step is None else None
     tokens = torch.full((n, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(n, max_new_tokens, device=device)
     mask = torch.zeros(n, max_new_tokens, dtype=torch.bool, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     last = torch.full((n, 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    head_draw = native_head(model, n, 1.0 if greedy else temperature) if step is not None and use_native else None
     for t in range(max_new_tokens):
         if head_draw is not None:  # decoder stack, then head, draw and bookkeeping: two C calls a step
             u = None if greedy else torch.rand(n, 1, generator=generator, dtype=torch.float32).squeeze(1)
