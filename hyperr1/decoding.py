@@ -17,11 +17,14 @@ through ``scaled_dot_product_attention`` with a preallocated key/value cache, in
   (N, H, 1, d_h) shapes, a third of a step (``benchmarks/bench_sampler.py``);
 - for a GELU decoder (BART's default) the whole decoder stack of a step is one C call
   (:class:`hyperr1.native.DecoderStep`, built by :func:`native_decoder`): ~30 PyTorch ops per layer,
-  each a few µs of dispatch on N × 48 floats, became one pass over blocks of 8 rows (a question-only
-  sampling call of 8 × 8 completions of 16 tokens: 16.5–18.4 → 9.9–10.8 ms);
+  each a few µs of dispatch on N × 48 floats, became one pass over blocks of 8 rows; the head, the
+  draw and the step's bookkeeping are a second call (:class:`hyperr1.native.HeadDraw`, built by
+  :func:`native_head`), and the per-step draw and attention above serve the other models;
 - teacher forcing (:func:`decode` without a cache) and the encoder (:func:`encode`, ``BartEncoder``
   against its weights) attend through :func:`attention`, C kernels for forward and backward
-  (:class:`Attention`) in place of the flash-attention CPU kernel.
+  (:class:`Attention`) in place of the flash-attention CPU kernel, and a Poincaré head's
+  log-probabilities come straight from its distances (:func:`hyperr1.native.dispatch.distance_logprobs`),
+  with no N·T·V logits in memory.
 
 ``tests/test_model.py`` checks that this path gives the logits of the Hugging Face forward to
 float precision and that sampled log-probabilities equal teacher-forced ones.
@@ -42,7 +45,7 @@ import torch.nn.functional as F
 
 from hyperr1 import geometry, native
 from hyperr1.native import dispatch
-from hyperr1.native.dispatch import DistanceLogits
+from hyperr1.native.dispatch import DistanceLogits, _bias_or_zeros
 
 if TYPE_CHECKING:  # the model module imports this one
     from hyperr1.model import HyperR1ForConditionalGeneration
@@ -147,6 +150,16 @@ def attention(
                                           is_causal=causal)  # fmt: skip
 
 
+def _embed(stack, tokens: torch.Tensor, start: int) -> torch.Tensor:
+    """LN_emb(s · E[y] + P[start + j]) (·, L, D) of ``tokens`` (·, L) by a ``BartEncoder`` or ``BartDecoder``
+    ``stack``: scaled token embeddings, learned positions (whose rows start at ``offset``), layer norm."""
+    x = F.embedding(tokens, stack.embed_tokens.weight)
+    if stack.embed_tokens.embed_scale != 1.0:
+        x = x * stack.embed_tokens.embed_scale
+    first = start + stack.embed_positions.offset  # BART's learned positions start at row 2
+    return stack.layernorm_embedding(x + stack.embed_positions.weight[first : first + tokens.shape[1]])
+
+
 def encode(
     model: HyperR1ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor, kernel: str = "auto"
 ) -> torch.Tensor:
@@ -160,12 +173,7 @@ def encode(
     ):
         return model.encode(input_ids, attention_mask)
     enc = model.model.encoder
-    s = input_ids.shape[1]
-    offset = enc.embed_positions.offset
-    x = F.embedding(input_ids, enc.embed_tokens.weight)  # (B, S, D)
-    if enc.embed_tokens.embed_scale != 1.0:
-        x = x * enc.embed_tokens.embed_scale
-    x = enc.layernorm_embedding(x + enc.embed_positions.weight[offset : offset + s])
+    x = _embed(enc, input_ids, 0)  # (B, S, D)
     mask = attention_mask.bool()
     for layer in enc.layers:
         sa = layer.self_attn
@@ -235,12 +243,7 @@ def decode(
     n, length = tokens.shape
     if cache is not None and start > 0 and length > 1:
         raise ValueError("with a cache, a block of several tokens can only be decoded from position 0")
-    offset = dec.embed_positions.offset  # BART's learned positions start at row 2
-    x = F.embedding(tokens, dec.embed_tokens.weight)  # (N, L, D)
-    if dec.embed_tokens.embed_scale != 1.0:
-        x = x * dec.embed_tokens.embed_scale
-    x = x + dec.embed_positions.weight[start + offset : start + offset + length]
-    x = dec.layernorm_embedding(x)
+    x = _embed(dec, tokens, start)  # (N, L, D)
     qkv = qkv or fused_qkv(model)
     if native_attention and (cache is None or length != 1):
         raise ValueError("native_attention decodes one token per row against a cache")
@@ -601,24 +604,20 @@ def native_head(model: HyperR1ForConditionalGeneration, rows: int, temperature: 
     head, proj = model.head, model.projection
     if model.config.head == "euclidean":
         return native.HeadDraw(
-            projection=proj.weight.detach(), projection_bias=_bias(proj.bias, proj.out_features),
-            factor=head.weight.detach().t().contiguous(), bias=_bias(head.bias, head.out_features), poincare=False,
-            temperature=temperature, rows=rows,
+            projection=proj.weight.detach(), projection_bias=_bias_or_zeros(proj.bias, proj.out_features),
+            factor=head.weight.detach().t().contiguous(), bias=_bias_or_zeros(head.bias, head.out_features),
+            poincare=False, temperature=temperature, rows=rows,
         )  # fmt: skip
     y = head.prototypes.detach()
     c = geometry.as_curvature(head.ball.c, y).detach()
     if head.squared or head.kernel == "eager" or proj.clip_r is None or float(c.sqrt()) * proj.clip_r >= 3.0:
         return None
     return native.HeadDraw(
-        projection=proj.linear.weight.detach(), projection_bias=_bias(proj.linear.bias, y.shape[1]),
-        factor=geometry.right_factor(y, c=c).T.contiguous(), bias=_bias(head.bias, y.shape[0]), poincare=True,
+        projection=proj.linear.weight.detach(), projection_bias=_bias_or_zeros(proj.linear.bias, y.shape[1]),
+        factor=geometry.right_factor(y, c=c).T.contiguous(), bias=_bias_or_zeros(head.bias, y.shape[0]), poincare=True,
         c=float(c), clip_r=proj.clip_r, alpha=float(-head.log_scale.detach().exp() / c.sqrt()),
         temperature=temperature, rows=rows,
     )  # fmt: skip
-
-
-def _bias(bias: torch.Tensor | None, size: int) -> torch.Tensor:
-    return torch.zeros(size, dtype=torch.float32) if bias is None else bias.detach().contiguous()
 
 
 def _draw(
